@@ -1,0 +1,40 @@
+# Two entry points: `make demo` and `make test`. Both set up the host and the venv first and
+# are cheap to re-run on a warm machine.
+VENV        := .venv
+PYTHON      ?= python3
+AK          := $(VENV)/bin/appliancekit
+PYTEST_ARGS ?=
+
+.PHONY: setup host venv demo test test-fast lint bench clean
+
+setup: host venv
+
+host:
+	@scripts/setup-host.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+demo: setup
+	@$(AK) test homepage --board qemu-virt-arm64
+	@echo "image: $(CURDIR)/images/homepage-qemu-virt-arm64/"
+
+test: setup
+	@$(VENV)/bin/ruff check appliancekit tests bench
+	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	@$(VENV)/bin/pytest -m 'not slow' $(PYTEST_ARGS)
+
+lint: venv
+	@$(VENV)/bin/ruff check appliancekit tests bench
+
+bench: setup
+	@$(VENV)/bin/python bench/run.py
+
+clean:
+	rm -rf images/homepage-* images/.tmp

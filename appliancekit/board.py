@@ -1,0 +1,220 @@
+"""Boards: boards/NAME.toml as frozen dataclasses (architecture, boot path, disk, QEMU model).
+
+Format (keys marked *required* must be present; unknown keys are errors)::
+
+    [board]                      # required
+    name = "qemu-virt-arm64"     # required; must equal the file name without .toml
+    summary = "..."              # required
+    arch = "arm64"               # required: arm64 | armhf | amd64
+    boot = "direct"              # required: direct | rpi | uboot | uki
+    suite = "trixie"             # Debian suite, default trixie
+
+    [kernel]                     # required
+    package = "linux-image-arm64"    # required (resolved through apt)
+    modules = ["virtio_blk"]     # required: loaded by the initramfs (plus their dependencies)
+    console = "ttyAMA0"          # required
+    cmdline = []                 # extra kernel command line words
+
+    [disk]                       # required
+    table = "gpt"                # required: gpt | mbr
+    boot_size_mib = 64           # >= 1
+    data_size_mib = 64           # >= 1
+    device_prefix = "/dev/vda"   # absolute
+
+    [qemu]                       # required
+    binary = "qemu-system-aarch64"   # required
+    machine = "virt"             # required
+    cpu = "cortex-a72"           # "" or absent: QEMU's default
+    memory = "512M"              # QEMU -m syntax: digits with an optional K/M/G/T suffix
+    smp = 1                      # >= 1
+    disk_device = "virtio-blk-pci"
+    net_device = "virtio-net-pci"
+    firmware = ""                # "" or absent -> None; UEFI firmware path otherwise
+    extra_args = []              # extra QEMU arguments
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from appliancekit.errors import UserError
+from appliancekit.tomlsource import (
+    Field,
+    TomlSource,
+    abs_path,
+    check_table,
+    choice,
+    did_you_mean,
+    integer,
+    list_of,
+    optional_string,
+    string,
+    table,
+)
+
+
+class Architecture(StrEnum):
+    ARM64 = "arm64"
+    ARMHF = "armhf"
+    AMD64 = "amd64"
+
+    @property
+    def gnu_triplet(self) -> str:
+        return {
+            Architecture.ARM64: "aarch64-linux-gnu",
+            Architecture.ARMHF: "arm-linux-gnueabihf",
+            Architecture.AMD64: "x86_64-linux-gnu",
+        }[self]
+
+    @property
+    def elf_machine(self) -> str:
+        """pyelftools' e_machine name for this architecture."""
+        return {
+            Architecture.ARM64: "EM_AARCH64",
+            Architecture.ARMHF: "EM_ARM",
+            Architecture.AMD64: "EM_X86_64",
+        }[self]
+
+
+class BootPath(StrEnum):
+    DIRECT = "direct"  # kernel + initramfs + cmdline from the boot partition, loaded by QEMU
+    RPI = "rpi"  # Raspberry Pi firmware on a FAT partition
+    UBOOT = "uboot"  # U-Boot SPL + boot.scr
+    UKI = "uki"  # UEFI -> unified kernel image on an ESP
+
+
+class PartitionTable(StrEnum):
+    GPT = "gpt"
+    MBR = "mbr"
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    package: str  # e.g. linux-image-arm64 (resolved through apt)
+    modules: tuple[str, ...]  # modules the initramfs loads, in addition to their dependencies
+    console: str  # e.g. ttyAMA0
+    cmdline: tuple[str, ...] = ()  # extra kernel command line words
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    table: PartitionTable
+    boot_size_mib: int = 64
+    data_size_mib: int = 64
+    device_prefix: str = "/dev/vda"  # partitions are found by GPT name; this is the MBR fallback
+
+
+@dataclass(frozen=True)
+class QemuSpec:
+    binary: str  # qemu-system-aarch64
+    machine: str  # virt
+    cpu: str | None = None
+    memory: str = "512M"
+    smp: int = 1
+    disk_device: str = "virtio-blk-pci"  # -device used for the disk
+    net_device: str = "virtio-net-pci"
+    firmware: str | None = None  # UEFI firmware path, if the boot path needs one
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    summary: str
+    source_file: Path
+    arch: Architecture
+    boot: BootPath
+    kernel: KernelSpec
+    disk: DiskSpec
+    qemu: QemuSpec
+    suite: str = "trixie"
+
+
+# --------------------------------------------------------------------------- loading
+
+_BOARD = (
+    Field(
+        "name",
+        string(pattern=r"[a-z0-9][a-z0-9-]*", hint="use lowercase letters, digits and '-'"),
+        required=True,
+    ),
+    Field("summary", string(), required=True),
+    Field("arch", choice(Architecture, what="architecture"), required=True),
+    Field("boot", choice(BootPath, what="boot path"), required=True),
+    Field("suite", string(), default="trixie"),
+)
+_KERNEL = (
+    Field("package", string(), required=True),
+    Field("modules", list_of(string()), required=True),
+    Field("console", string(), required=True),
+    Field("cmdline", list_of(string()), default=()),
+)
+_DISK = (
+    Field("table", choice(PartitionTable, what="partition table"), required=True),
+    Field("boot_size_mib", integer(1, 1 << 20), default=64),
+    Field("data_size_mib", integer(1, 1 << 20), default=64),
+    Field("device_prefix", abs_path(), default="/dev/vda"),
+)
+_QEMU = (
+    Field("binary", string(), required=True),
+    Field("machine", string(), required=True),
+    Field("cpu", optional_string(), default=None),
+    Field(
+        "memory",
+        string(pattern=r"[0-9]+[KMGT]?", hint='expected QEMU -m syntax like "512M" or "2G"'),
+        default="512M",
+    ),
+    Field("smp", integer(1, 1024), default=1),
+    Field("disk_device", string(), default="virtio-blk-pci"),
+    Field("net_device", string(), default="virtio-net-pci"),
+    Field("firmware", optional_string(), default=None),
+    Field("extra_args", list_of(string(nonempty=False)), default=()),
+)
+_TOP = (
+    Field("board", table(_BOARD), required=True),
+    Field("kernel", table(_KERNEL), required=True),
+    Field("disk", table(_DISK), required=True),
+    Field("qemu", table(_QEMU), required=True),
+)
+
+
+def load_board(path: Path) -> Board:
+    """Load and validate boards/NAME.toml; `source_file` is made absolute."""
+    src = TomlSource.from_file(Path(os.path.abspath(path)))
+    top = check_table(src, src.data, (), _TOP)
+    board = top["board"]
+    if board["name"] != src.file.stem:
+        src.fail(
+            ("board", "name"),
+            f"{board['name']!r} must equal the file name {src.file.stem!r} (without .toml)",
+        )
+    return Board(
+        source_file=src.file,
+        kernel=KernelSpec(**top["kernel"]),
+        disk=DiskSpec(**top["disk"]),
+        qemu=QemuSpec(**top["qemu"]),
+        **board,
+    )
+
+
+def list_boards(boards_dir: Path) -> list[str]:
+    """Names of the boards in `boards_dir` (NAME.toml files), sorted."""
+    boards_dir = Path(boards_dir)
+    if not boards_dir.is_dir():
+        return []
+    return sorted(p.stem for p in boards_dir.glob("*.toml") if p.is_file())
+
+
+def find_board(name: str, boards_dir: Path) -> Board:
+    """Load boards_dir/NAME.toml; an unknown name lists the known ones."""
+    boards_dir = Path(boards_dir)
+    known = list_boards(boards_dir)
+    if name not in known:
+        listing = f"known boards: {', '.join(known)}" if known else "there are no boards there"
+        raise UserError(
+            f"unknown board {name!r} in {boards_dir}{did_you_mean(name, known)}; {listing}"
+        )
+    return load_board(boards_dir / f"{name}.toml")

@@ -1,0 +1,312 @@
+"""The build pipeline: recipe + board -> sealed, bootable disk image in images/NAME-BOARD/.
+
+Stages hand plain dataclasses to each other; this module only orders them. Everything is
+written into images/.tmp/ and renamed into place at the end, so a failed build leaves
+nothing half-written, and an unchanged build (same inputs fingerprint) is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import appliancekit
+from appliancekit import supervisor
+from appliancekit.board import Board
+from appliancekit.boot import boot_path
+from appliancekit.boot import initramfs as initramfs_stage
+from appliancekit.boot.kmod import find_kernel
+from appliancekit.cache import Cache
+from appliancekit.digest import fingerprint, sha256_file
+from appliancekit.disk import (
+    PartitionRole,
+    PartitionSpec,
+    assemble_disk,
+    make_fat_image,
+    write_sha256sums,
+)
+from appliancekit.manifest import MANIFEST, Manifest, read_manifest, write_manifest
+from appliancekit.minimise import SizeReport, minimise
+from appliancekit.output import Reporter
+from appliancekit.recipe import Recipe, ResolvedSettings, SettingKind
+from appliancekit.rootfs import build_root
+from appliancekit.seal import seal_tree
+from appliancekit.sources.debian import AptSource, DebPackage, select_kernel_packages
+from appliancekit.sources.unpack import UnpackedPackage, unpack
+from appliancekit.tree import materialise
+
+DISK = "disk.img"
+SIZE_REPORT_JSON = "size-report.json"
+SIZE_REPORT_TEXT = "size-report.txt"
+PARTITION_NUMBERS = {"boot": 1, "root": 2, "verity": 3, "data": 4}
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    recipe: Recipe
+    board: Board
+    settings: ResolvedSettings
+    images_dir: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.recipe.name}-{self.board.name}"
+
+    @property
+    def suite(self) -> str:
+        return self.recipe.debian.suite or self.board.suite
+
+    @property
+    def output_dir(self) -> Path:
+        return self.images_dir / self.name
+
+
+@dataclass(frozen=True)
+class ResolvedSources:
+    root: tuple[DebPackage, ...]
+    initramfs: tuple[DebPackage, ...]
+    kernel: tuple[DebPackage, ...]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    output_dir: Path
+    manifest: Manifest
+    rebuilt: bool
+    seconds: float
+
+
+def build(
+    plan: BuildPlan, cache: Cache, reporter: Reporter, *, refresh: bool = False, force: bool = False
+) -> BuildResult:
+    started = time.monotonic()
+    apt = AptSource(cache, plan.suite, plan.board.arch.value)
+    reporter.step(f"Debian {plan.suite}/{plan.board.arch.value}: package indexes")
+    apt.update(force=refresh)
+    sources = resolve_sources(plan, apt)
+    inputs = input_fingerprint(plan, sources)
+    existing = read_manifest(plan.output_dir)
+    if (
+        not force
+        and existing is not None
+        and existing.inputs == inputs
+        and (plan.output_dir / DISK).exists()
+    ):
+        reporter.step(f"{plan.name}: up to date")
+        return BuildResult(plan.output_dir, existing, False, time.monotonic() - started)
+
+    reporter.step("downloading packages")
+    all_packages = sorted(set(sources.root + sources.initramfs + sources.kernel))
+    fetched = {f.package: f for f in apt.fetch(all_packages)}
+    reporter.step("unpacking packages")
+    unpacked = {p: unpack(cache, fetched[p]) for p in all_packages}
+
+    tmp_root = plan.images_dir / ".tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{plan.name}.", dir=tmp_root))
+    try:
+        manifest = _build_into(plan, sources, unpacked, inputs, work, reporter)
+        _replace_dir(work / "out", plan.output_dir, tmp_root)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return BuildResult(plan.output_dir, manifest, True, time.monotonic() - started)
+
+
+def resolve_sources(plan: BuildPlan, apt: AptSource) -> ResolvedSources:
+    root_names = (*plan.recipe.debian.packages, *supervisor.PACKAGES)
+    return ResolvedSources(
+        root=tuple(apt.resolve(root_names)),
+        initramfs=tuple(apt.resolve(initramfs_stage.PACKAGES)),
+        kernel=tuple(select_kernel_packages(apt.resolve([plan.board.kernel.package]))),
+    )
+
+
+def input_fingerprint(plan: BuildPlan, sources: ResolvedSources) -> str:
+    """Everything the image depends on; equal fingerprints mean an identical image."""
+    settings = {}
+    for setting in plan.recipe.settings:
+        value = plan.settings.as_dict().get(setting.name)
+        if setting.kind == SettingKind.PATH and value is not None:
+            settings[setting.name] = _tree_digest(Path(str(value)))
+        else:
+            settings[setting.name] = value
+    return fingerprint(
+        {
+            "appliancekit": appliancekit.__version__,
+            "code": _tree_digest(Path(appliancekit.__file__).parent),
+            "recipe": _tree_digest(plan.recipe.directory),
+            "board": sha256_file(plan.board.source_file),
+            "settings": settings,
+            "packages": [
+                p.sha256 for p in sorted(set(sources.root + sources.initramfs + sources.kernel))
+            ],
+        }
+    )
+
+
+def _tree_digest(path: Path) -> str:
+    if path.is_file():
+        return sha256_file(path)
+    parts = []
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            if full.is_file() and not name.endswith(".pyc"):
+                parts.append(
+                    (str(full.relative_to(path)), sha256_file(full), full.stat().st_mode & 0o777)
+                )
+    return fingerprint(parts)
+
+
+def _build_into(
+    plan: BuildPlan,
+    sources: ResolvedSources,
+    unpacked: Mapping[DebPackage, UnpackedPackage],
+    inputs: str,
+    work: Path,
+    reporter: Reporter,
+) -> Manifest:
+    out = work / "out"
+    out.mkdir()
+    board = plan.board
+
+    reporter.step("assembling the root tree")
+    root_plan = build_root([unpacked[p] for p in sources.root], plan.recipe, plan.settings, board)
+    reporter.step("minimising")
+    tree, report = minimise(root_plan.tree, board.arch, root_plan.requests)
+    staging = work / "root"
+    materialise(tree, staging)
+
+    reporter.step("sealing (erofs + dm-verity)")
+    sealed = seal_tree(staging, work / "seal", inputs)
+    shutil.rmtree(staging)
+
+    reporter.step("kernel and initramfs")
+    kernel_pkg = next(p for p in sources.kernel if (unpacked[p].root / "boot").is_dir())
+    kernel = find_kernel(unpacked[kernel_pkg].root)
+    initramfs = initramfs_stage.build_initramfs(
+        [unpacked[p] for p in sources.initramfs],
+        board,
+        kernel,
+        work / "initrd.img",
+        PARTITION_NUMBERS,
+    )
+    cmdline = kernel_cmdline(board, sealed.kernel_cmdline())
+    path_module = boot_path(board)
+    boot_files = path_module.boot_files(kernel.image, initramfs.path, cmdline, work)
+    boot_bytes = sum(p.stat().st_size for p in boot_files.values())
+    boot_size = max(board.disk.boot_size_mib * MIB, _round_mib(boot_bytes * 1.1 + 4 * MIB))
+    boot_image = make_fat_image(work / "boot.vfat", boot_files, boot_size, "AK-BOOT", inputs)
+
+    reporter.step("assembling the disk image")
+    disk = assemble_disk(
+        out / DISK,
+        board.disk.table.value,
+        board.arch.value,
+        [
+            PartitionSpec("ak-boot", PartitionRole.BOOT, boot_size, boot_image, bootable=True),
+            PartitionSpec("ak-root", PartitionRole.ROOT, 0, sealed.erofs_image),
+            PartitionSpec("ak-verity", PartitionRole.VERITY, 0, sealed.verity_image),
+            PartitionSpec("ak-data", PartitionRole.DATA, board.disk.data_size_mib * MIB, None),
+        ],
+        inputs,
+    )
+    sealed_size = sealed.erofs_image.stat().st_size
+    (out / SIZE_REPORT_JSON).write_text(
+        json.dumps({**report.to_json(), "sealed_root_bytes": sealed_size}, indent=2, sort_keys=True)
+        + "\n"
+    )
+    (out / SIZE_REPORT_TEXT).write_text(_size_text(report, sealed_size))
+    manifest = Manifest(
+        name=plan.name,
+        recipe=plan.recipe.name,
+        board=board.name,
+        arch=board.arch.value,
+        suite=plan.suite,
+        boot=board.boot.value,
+        inputs=inputs,
+        appliancekit=appliancekit.__version__,
+        settings={k: str(v) for k, v in plan.settings.values},
+        packages=[
+            p.to_json() | {"role": role}
+            for role, group in (
+                ("root", sources.root),
+                ("initramfs", sources.initramfs),
+                ("kernel", sources.kernel),
+            )
+            for p in group
+        ],
+        kernel_version=kernel.version,
+        kernel_cmdline=cmdline,
+        initramfs_modules=list(initramfs.modules),
+        verity={
+            "root_hash": sealed.root_hash,
+            "salt": sealed.salt,
+            "data_blocks": sealed.data_blocks,
+            "erofs_uuid": sealed.erofs_uuid,
+            "verity_uuid": sealed.verity_uuid,
+        },
+        disk={**disk.to_json(), "path": DISK},
+        sizes={
+            "unminimised_root_bytes": report.before,
+            "minimised_root_bytes": report.after,
+            "sealed_root_bytes": sealed_size,
+            "initramfs_bytes": initramfs.size,
+            "kernel_bytes": kernel.image.stat().st_size,
+        },
+        probes=[_probe_json(p) for p in plan.recipe.probes],
+        ports=sorted({*plan.recipe.ports, *(p.port for p in plan.recipe.probes)}),
+    )
+    write_manifest(out, manifest)
+    write_sha256sums(out, [DISK, MANIFEST, SIZE_REPORT_JSON, SIZE_REPORT_TEXT])
+    return manifest
+
+
+def kernel_cmdline(board: Board, verity_words: Sequence[str]) -> str:
+    words = [
+        f"console={board.kernel.console}",
+        "quiet",
+        "panic=10",
+        *board.kernel.cmdline,
+        *verity_words,
+    ]
+    return " ".join(words)
+
+
+def _probe_json(probe: object) -> dict[str, object]:
+    from dataclasses import asdict
+
+    return {k: str(v) if hasattr(v, "value") else v for k, v in asdict(probe).items()}  # type: ignore[call-overload]
+
+
+def _size_text(report: SizeReport, sealed_size: int) -> str:
+    return (
+        report.to_text()
+        + f"\nunminimised root: {report.before} bytes ({report.before / MIB:.1f} MiB)\n"
+        + f"minimised root:   {report.after} bytes ({report.after / MIB:.1f} MiB)\n"
+        + f"sealed erofs:     {sealed_size} bytes ({sealed_size / MIB:.1f} MiB)\n"
+    )
+
+
+def _round_mib(value: float) -> int:
+    return int(-(-value // MIB) * MIB)
+
+
+def _replace_dir(new: Path, final: Path, tmp_root: Path) -> None:
+    """Put `new` at `final` with renames only: readers see the old or the new image, never a mix."""
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix="old.", dir=tmp_root))
+        os.rename(final, old / "x")
+        os.rename(new, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(new, final)

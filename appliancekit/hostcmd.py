@@ -1,0 +1,84 @@
+"""Run host tools (mkfs.erofs, veritysetup, sfdisk, mtools, qemu, ...) with one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from appliancekit.errors import ToolError
+
+# Debian package that provides each host tool we call (for "not found" hints).
+TOOL_PACKAGES: dict[str, str] = {
+    "mkfs.erofs": "erofs-utils",
+    "dump.erofs": "erofs-utils",
+    "fsck.erofs": "erofs-utils",
+    "veritysetup": "cryptsetup-bin",
+    "sfdisk": "fdisk",
+    "mkfs.vfat": "dosfstools",
+    "mcopy": "mtools",
+    "mmd": "mtools",
+    "mdir": "mtools",
+    "mkfs.ext4": "e2fsprogs",
+    "qemu-system-aarch64": "qemu-system-arm",
+    "qemu-system-arm": "qemu-system-arm",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "cpio": "cpio",
+    "depmod": "kmod",
+    "modprobe": "kmod",
+    "zstd": "zstd",
+    "bmaptool": "bmap-tools",
+    "dpkg-deb": "dpkg",
+    "apt-get": "apt",
+}
+
+
+def _last_line(text: str | None) -> str:
+    for line in reversed((text or "").splitlines()):
+        if line.strip():
+            return line.strip()
+    return "(no output)"
+
+
+def run(
+    argv: Sequence[str | Path],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    input: str | None = None,
+    capture: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a host tool; raise ToolError (one line) if it is missing or exits non-zero.
+
+    `env` is added to the current environment (it does not replace it).
+    """
+    args = [str(a) for a in argv]
+    tool = os.path.basename(args[0])
+    full_env = None
+    if env is not None:
+        full_env = dict(os.environ)
+        full_env.update(env)
+    try:
+        proc = subprocess.run(
+            args,
+            env=full_env,
+            cwd=cwd,
+            input=input,
+            capture_output=capture,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        if cwd is not None and not Path(cwd).is_dir():
+            raise ToolError(f"{tool}: working directory {cwd} does not exist") from None
+        package = TOOL_PACKAGES.get(tool, tool)
+        raise ToolError(
+            f"{tool} not found: install Debian package {package} (or run make setup)"
+        ) from None
+    if proc.returncode != 0:
+        detail = _last_line(proc.stderr) if capture else "see output above"
+        if capture and detail == "(no output)":
+            detail = _last_line(proc.stdout)
+        raise ToolError(f"{tool} failed (exit {proc.returncode}): {detail}")
+    return proc

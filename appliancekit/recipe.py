@@ -1,0 +1,657 @@
+"""Recipes: recipes/NAME/recipe.toml (+ templates beside it) as frozen dataclasses.
+
+The loader (load_recipe) validates every key and reports errors as UserError with file, line
+and dotted field path (``service[1].exec``). Settings are resolved separately
+(resolve_settings) because they come from the recipe defaults plus the command line.
+
+Format (every table and key below is optional unless marked *required*; unknown keys are
+errors, with a "did you mean" suggestion)::
+
+    [appliance]                  # required
+    name = "homepage"            # required; must equal the directory name ([a-z0-9-])
+    summary = "..."              # required
+    backend = "debian"           # debian (default) | nixos
+
+    [debian]                     # required when backend = "debian"
+    suite = "trixie"             # default: the board's suite
+    packages = ["nginx-light"]   # required, non-empty; Debian package names (resolved by apt)
+    keep = ["/etc/nginx/mime.types"]  # absolute; files/dirs kept from packages by minimise
+    executables = []             # absolute; extra ELF entry points besides services' exec[0]
+    libraries = []               # dlopen'd libraries: sonames or absolute paths
+
+    [settings.NAME]              # NAME: [A-Za-z_][A-Za-z0-9_]* (used as {{ settings.NAME }})
+    kind = "path"                # required: string|path|domain|secret|int|bool|email
+    default = "site"             # absent => required on the command line (-s NAME=VALUE);
+                                 # int/bool kinds take a TOML int/bool, the others a string;
+                                 # a relative path default is relative to the recipe dir
+    help = "..."
+    per_device = false           # injected at flash/publish time instead of baked in
+
+    [[user]]                     # generated into passwd/group; "root" is built in
+    name = "www-data"            # required, unique
+    uid = 33                     # required
+    gid = 33                     # default: uid
+    home = "/nonexistent"        # absolute
+    groups = []                  # supplementary group names
+
+    [[service]]                  # at least one for the debian backend
+    name = "nginx"               # required, unique
+    exec = ["/usr/sbin/nginx", "-g", "daemon off;"]  # required; exec[0] absolute
+    user = "www-data"            # "root" (default) or a declared [[user]]
+    environment = { KEY = "value" }  # strings only
+    working_directory = "/"      # absolute
+
+    [[file]]                     # a generated file (jinja2, rendered with settings)
+    path = "/etc/nginx/nginx.conf"   # required, absolute, unique
+    template = "nginx.conf.j2"   # exactly one of template (a file in the recipe dir) ...
+    content = "..."              # ... or inline content
+    mode = "0644"                # octal string (default "0644"); TOML ints are refused
+    owner = "root"               # root or a declared [[user]]
+
+    [[tree]]                     # copy a host directory into the root
+    path = "/srv/www"            # required, absolute
+    source = "{{ settings.site }}"   # required; jinja2 against the settings
+    owner = "root"               # root or a declared [[user]]
+
+    [data]
+    paths = ["/var/lib/foo"]     # absolute; these live on the /data partition
+
+    [network]
+    ports = [80]                 # TCP ports, 1..65535
+
+    [[probe]]
+    kind = "http"                # required: http|tcp|dns|smtp|imap
+    port = 80                    # required, 1..65535
+    name = ""                    # label for reports
+    path = "/"                   # http: starts with "/"
+    status = 200                 # http: 100..599
+    contains = "Hello"           # http body / tcp banner / smtp+imap greeting
+    query = "example.test. SOA"  # dns (required for dns): "NAME TYPE"
+    expect = ""                  # dns: expected answer text
+    timeout = 60                 # seconds, > 0
+
+    [nixos]                      # required when backend = "nixos"; free-form NixOS options
+    "services.nginx.enable" = true   # nested tables are flattened to dotted option names;
+                                     # stored as sorted (option, value) pairs, lists as tuples
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from appliancekit.errors import UserError
+from appliancekit.tomlsource import (
+    Field,
+    KeyPath,
+    TomlSource,
+    abs_path,
+    anything,
+    array_of_tables,
+    boolean,
+    check_table,
+    choice,
+    did_you_mean,
+    freeze,
+    integer,
+    list_of,
+    map_of,
+    number,
+    string,
+    string_table,
+    suggest,
+    table,
+    type_name,
+)
+
+
+class SettingKind(StrEnum):
+    STRING = "string"
+    PATH = "path"  # a host directory or file; relative paths are relative to the recipe dir
+    DOMAIN = "domain"
+    SECRET = "secret"
+    INT = "int"
+    BOOL = "bool"
+    EMAIL = "email"
+
+
+class ProbeKind(StrEnum):
+    HTTP = "http"
+    TCP = "tcp"
+    DNS = "dns"
+    SMTP = "smtp"
+    IMAP = "imap"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    kind: SettingKind
+    default: str | int | bool | None  # None: required, no default
+    help: str = ""
+    per_device: bool = False  # injected at flash/publish time rather than baked in
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: str = "/nonexistent"
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    exec: tuple[str, ...]  # argv; exec[0] is an absolute path inside the root
+    user: str = "root"
+    environment: tuple[tuple[str, str], ...] = ()
+    working_directory: str = "/"
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    path: str  # absolute path inside the root
+    template: str | None = None  # jinja2 template file relative to the recipe dir
+    content: str | None = None  # inline content (jinja2), alternative to template
+    mode: int = 0o644
+    owner: str = "root"
+
+
+@dataclass(frozen=True)
+class TreeCopy:
+    """Copy a host directory (usually a `path` setting) into the root."""
+
+    path: str  # destination inside the root
+    source: str  # jinja2 expression evaluated against settings, e.g. "{{ settings.site }}"
+    owner: str = "root"
+
+
+@dataclass(frozen=True)
+class Probe:
+    kind: ProbeKind
+    port: int
+    name: str = ""
+    path: str = "/"  # http
+    status: int = 200  # http
+    contains: str = ""  # http body / tcp banner / smtp+imap greeting
+    query: str = ""  # dns: "NAME TYPE"
+    expect: str = ""  # dns: expected answer text
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class DebianSection:
+    packages: tuple[str, ...]
+    suite: str | None = None  # None: the board's / global default
+    keep: tuple[str, ...] = ()  # data paths kept from packages (files or whole directories)
+    executables: tuple[str, ...] = ()  # extra ELF entry points besides the services' exec[0]
+    libraries: tuple[str, ...] = ()  # dlopen'd libraries (sonames or absolute paths)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    summary: str
+    directory: Path  # the recipe directory (templates are resolved from here)
+    source_file: Path  # recipe.toml
+    debian: DebianSection
+    services: tuple[Service, ...]
+    users: tuple[User, ...] = ()
+    files: tuple[GeneratedFile, ...] = ()
+    trees: tuple[TreeCopy, ...] = ()
+    data_paths: tuple[str, ...] = ()  # paths that live on /data (symlinked from the root)
+    ports: tuple[int, ...] = ()  # TCP ports the service listens on (beyond the probes' ports)
+    probes: tuple[Probe, ...] = ()
+    settings: tuple[Setting, ...] = ()
+    backend: str = "debian"
+    nixos: tuple[tuple[str, object], ...] = ()  # dotted NixOS option -> value
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """Recipe settings after defaults and command-line overrides; values are typed."""
+
+    values: tuple[tuple[str, str | int | bool], ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, str | int | bool]:
+        return dict(self.values)
+
+
+RECIPE_FILE = "recipe.toml"
+BACKENDS = ("debian", "nixos")
+
+# --------------------------------------------------------------------------- field tables
+
+_NAME_RE = r"[a-z0-9][a-z0-9-]*"
+_SETTING_NAME_RE = r"[A-Za-z_][A-Za-z0-9_]*"
+_USER_RE = r"[a-z_][a-z0-9_-]{0,31}"
+_PACKAGE_RE = r"[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?"
+_MODE_RE = re.compile(r"0?[0-7]{3,4}")
+_PORT = integer(1, 65535)
+
+
+def _octal_mode(src: TomlSource, value: Any, path: KeyPath) -> int:
+    if not isinstance(value, str):
+        src.fail(path, f'expected an octal string like "0644", got {type_name(value)}')
+    if not _MODE_RE.fullmatch(value):
+        src.fail(path, f'invalid mode {value!r}; expected an octal string like "0644"')
+    return int(value, 8)
+
+
+def _argv(src: TomlSource, value: Any, path: KeyPath) -> tuple[str, ...]:
+    argv = list_of(string(nonempty=False), nonempty=True)(src, value, path)
+    if not argv[0].startswith("/"):
+        src.fail(path + (0,), f"exec[0] must be an absolute path, got {argv[0]!r}")
+    return argv
+
+
+def _template_name(src: TomlSource, value: Any, path: KeyPath) -> str:
+    value = string()(src, value, path)
+    if value.startswith("/"):
+        src.fail(path, f"must be relative to the recipe directory, got {value!r}")
+    return value
+
+
+_APPLIANCE = (
+    Field(
+        "name",
+        string(pattern=_NAME_RE, hint="use lowercase letters, digits and '-'"),
+        required=True,
+    ),
+    Field("summary", string(), required=True),
+    Field("backend", choice(BACKENDS, what="backend"), default="debian"),
+)
+_DEBIAN = (
+    Field("suite", string(), default=None),
+    Field(
+        "packages",
+        list_of(string(pattern=_PACKAGE_RE, hint="expected a Debian package name"), nonempty=True),
+        required=True,
+    ),
+    Field("keep", list_of(abs_path()), default=()),
+    Field("executables", list_of(abs_path()), default=()),
+    Field("libraries", list_of(string()), default=()),
+)
+_SETTING = (
+    Field("kind", choice(SettingKind, what="setting kind"), required=True),
+    Field("default", anything(), default=None),
+    Field("help", string(nonempty=False), default=""),
+    Field("per_device", boolean(), default=False),
+)
+_USER = (
+    Field("name", string(pattern=_USER_RE, hint="expected a Unix user name"), required=True),
+    Field("uid", integer(0, 2**32 - 2), required=True),
+    Field("gid", integer(0, 2**32 - 2), default=None),
+    Field("home", abs_path(), default="/nonexistent"),
+    Field("groups", list_of(string(pattern=_USER_RE, hint="expected a group name")), default=()),
+)
+_SERVICE = (
+    Field(
+        "name",
+        string(pattern=_NAME_RE, hint="use lowercase letters, digits and '-'"),
+        required=True,
+    ),
+    Field("exec", _argv, required=True),
+    Field("user", string(), default="root"),
+    Field("environment", string_table(), default=()),
+    Field("working_directory", abs_path(), default="/"),
+)
+_FILE = (
+    Field("path", abs_path(), required=True),
+    Field("template", _template_name, default=None),
+    Field("content", string(nonempty=False), default=None),
+    Field("mode", _octal_mode, default=0o644),
+    Field("owner", string(), default="root"),
+)
+_TREE = (
+    Field("path", abs_path(), required=True),
+    Field("source", string(), required=True),
+    Field("owner", string(), default="root"),
+)
+_DATA = (Field("paths", list_of(abs_path()), default=()),)
+_NETWORK = (Field("ports", list_of(_PORT, item_type="int"), default=()),)
+_PROBE = (
+    Field("kind", choice(ProbeKind, what="probe kind"), required=True),
+    Field("port", _PORT, required=True),
+    Field("name", string(nonempty=False), default=""),
+    Field("path", string(), default="/"),
+    Field("status", integer(100, 599), default=200),
+    Field("contains", string(nonempty=False), default=""),
+    Field("query", string(nonempty=False), default=""),
+    Field("expect", string(nonempty=False), default=""),
+    Field("timeout", number(), default=60.0),
+)
+_RECIPE = (
+    Field("appliance", table(_APPLIANCE), required=True),
+    Field("debian", table(_DEBIAN), default=None),
+    Field(
+        "settings",
+        map_of(
+            _SETTING,
+            key_pattern=_SETTING_NAME_RE,
+            key_hint="setting names are letters, digits and '_' (usable as {{ settings.NAME }})",
+        ),
+        default={},
+    ),
+    Field("user", array_of_tables(_USER), default=()),
+    Field("service", array_of_tables(_SERVICE), default=()),
+    Field("file", array_of_tables(_FILE), default=()),
+    Field("tree", array_of_tables(_TREE), default=()),
+    Field("data", table(_DATA), default=None),
+    Field("network", table(_NETWORK), default=None),
+    Field("probe", array_of_tables(_PROBE), default=()),
+    Field("nixos", anything(), default=None),
+)
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_recipe(path_or_dir: Path) -> Recipe:
+    """Load and validate recipes/NAME/recipe.toml (given the file or its directory).
+
+    The recipe's `directory` and `source_file` are made absolute (not symlink-resolved).
+    """
+    path = Path(os.path.abspath(path_or_dir))
+    file = path / RECIPE_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise UserError(f"no {RECIPE_FILE} here", file=file)
+    src = TomlSource.from_file(file)
+    return _build_recipe(src, file.parent)
+
+
+def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
+    top = check_table(src, src.data, (), _RECIPE)
+    app = top["appliance"]
+    if app["name"] != directory.name:
+        src.fail(
+            ("appliance", "name"),
+            f"{app['name']!r} must equal the recipe directory name {directory.name!r}",
+        )
+    backend = app["backend"]
+    if backend == "debian" and top["debian"] is None:
+        src.fail(("debian",), 'required section [debian] is missing (backend = "debian")')
+    if backend == "nixos" and top["nixos"] is None:
+        src.fail(("nixos",), 'required section [nixos] is missing (backend = "nixos")')
+    if backend == "debian" and not top["service"]:
+        src.fail(("service",), "a debian appliance needs at least one [[service]]")
+
+    settings = tuple(_build_setting(src, name, s) for name, s in top["settings"].items())
+    users = _build_users(src, top["user"])
+    known_users = {"root"} | {u.name for u in users}
+
+    def check_user(path: KeyPath, name: str) -> None:
+        if name not in known_users:
+            src.fail(
+                path,
+                f"user {name!r} is neither root nor a declared [[user]]"
+                f"{suggest(name, known_users)}",
+            )
+
+    services = []
+    for i, s in enumerate(top["service"]):
+        _check_unique(src, top["service"], i, "service", "name")
+        check_user(("service", i, "user"), s["user"])
+        services.append(Service(**s))
+
+    files = []
+    for i, f in enumerate(top["file"]):
+        _check_unique(src, top["file"], i, "file", "path")
+        if (f["template"] is None) == (f["content"] is None):
+            src.fail(("file", i), "needs exactly one of 'template' or 'content'")
+        if f["template"] is not None:
+            _check_template(src, directory, ("file", i, "template"), f["template"])
+        check_user(("file", i, "owner"), f["owner"])
+        files.append(GeneratedFile(**f))
+
+    trees = []
+    for i, t in enumerate(top["tree"]):
+        _check_unique(src, top["tree"], i, "tree", "path")
+        check_user(("tree", i, "owner"), t["owner"])
+        trees.append(TreeCopy(**t))
+
+    probes = []
+    for i, p in enumerate(top["probe"]):
+        if p["kind"] == ProbeKind.DNS and not p["query"]:
+            src.fail(("probe", i, "query"), 'a dns probe needs query = "NAME TYPE"')
+        if p["kind"] == ProbeKind.HTTP and not p["path"].startswith("/"):
+            src.fail(("probe", i, "path"), f"must start with '/', got {p['path']!r}")
+        probes.append(Probe(**p))
+
+    debian = DebianSection(**top["debian"]) if top["debian"] else DebianSection(packages=())
+    return Recipe(
+        name=app["name"],
+        summary=app["summary"],
+        directory=directory,
+        source_file=src.file,
+        debian=debian,
+        services=tuple(services),
+        users=users,
+        files=tuple(files),
+        trees=tuple(trees),
+        data_paths=top["data"]["paths"] if top["data"] else (),
+        ports=top["network"]["ports"] if top["network"] else (),
+        probes=tuple(probes),
+        settings=settings,
+        backend=backend,
+        nixos=_build_nixos(src, top["nixos"]),
+    )
+
+
+def _check_unique(
+    src: TomlSource, items: Sequence[Mapping[str, Any]], i: int, section: str, key: str
+) -> None:
+    for j in range(i):
+        if items[j][key] == items[i][key]:
+            src.fail(
+                (section, i, key),
+                f"duplicate {section} {key} {items[i][key]!r} (also {section}[{j}])",
+            )
+
+
+def _check_template(src: TomlSource, directory: Path, path: KeyPath, name: str) -> None:
+    target = (directory / name).resolve()
+    if not target.is_relative_to(directory.resolve()):
+        src.fail(path, f"template {name!r} is outside the recipe directory")
+    if not target.is_file():
+        src.fail(path, f"template file {name!r} does not exist in {directory}")
+
+
+def _build_users(src: TomlSource, raw: Sequence[dict[str, Any]]) -> tuple[User, ...]:
+    users = []
+    for i, u in enumerate(raw):
+        if u["name"] == "root":
+            src.fail(("user", i, "name"), "root is built in; do not declare it")
+        _check_unique(src, raw, i, "user", "name")
+        gid = u["gid"] if u["gid"] is not None else u["uid"]
+        users.append(User(**{**u, "gid": gid}))
+    return tuple(users)
+
+
+def _build_setting(src: TomlSource, name: str, raw: dict[str, Any]) -> Setting:
+    kind: SettingKind = raw["kind"]
+    default = raw["default"]
+    path = ("settings", name, "default")
+    if default is not None:
+        if kind == SettingKind.INT:
+            integer()(src, default, path)
+        elif kind == SettingKind.BOOL:
+            boolean()(src, default, path)
+        else:
+            string()(src, default, path)
+            if kind in (SettingKind.DOMAIN, SettingKind.EMAIL):
+                try:
+                    _convert(kind, default, Path("."))
+                except ValueError as exc:
+                    src.fail(path, str(exc))
+    return Setting(name=name, **raw)
+
+
+def _build_nixos(src: TomlSource, raw: Any) -> tuple[tuple[str, object], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        src.fail(("nixos",), f"expected a table, got {type_name(raw)}")
+    flat: dict[str, object] = {}
+
+    def walk(prefix: tuple[str, ...], value: dict[str, Any]) -> None:
+        for key, sub in value.items():
+            name = prefix + (key,)
+            if isinstance(sub, dict):
+                walk(name, sub)
+                continue
+            option = ".".join(name)
+            if option in flat:
+                src.fail(("nixos", *name), f"option {option!r} is set twice")
+            flat[option] = freeze(sub)
+
+    walk((), raw)
+    return tuple(sorted(flat.items()))
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def list_recipes(recipes_dir: Path) -> list[str]:
+    """Names of the recipes in `recipes_dir` (directories holding a recipe.toml), sorted."""
+    recipes_dir = Path(recipes_dir)
+    if not recipes_dir.is_dir():
+        return []
+    return sorted(p.name for p in recipes_dir.iterdir() if (p / RECIPE_FILE).is_file())
+
+
+def find_recipe(name: str, recipes_dir: Path) -> Recipe:
+    """Load recipes_dir/NAME/recipe.toml; an unknown name lists the known ones."""
+    recipes_dir = Path(recipes_dir)
+    known = list_recipes(recipes_dir)
+    if name not in known:
+        listing = f"known recipes: {', '.join(known)}" if known else "there are no recipes there"
+        raise UserError(
+            f"unknown recipe {name!r} in {recipes_dir}{did_you_mean(name, known)}; {listing}"
+        )
+    return load_recipe(recipes_dir / name)
+
+
+# --------------------------------------------------------------------------- settings
+
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}")
+_ARG = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)", re.DOTALL)
+
+
+def _domain(value: str) -> str:
+    name = value.lower()
+    name = name[:-1] if name.endswith(".") else name
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(x) for x in labels):
+        raise ValueError(
+            f"{value!r} is not a domain name (RFC 1123 labels separated by dots, e.g. example.org)"
+        )
+    return name
+
+
+def _email(value: str) -> str:
+    local, at, domain = value.rpartition("@")
+    if not at or not _EMAIL_LOCAL.fullmatch(local) or local.startswith(".") or ".." in local:
+        raise ValueError(f"{value!r} is not an email address (expected user@example.org)")
+    try:
+        return f"{local}@{_domain(domain)}"
+    except ValueError:
+        raise ValueError(f"{value!r} is not an email address (bad domain {domain!r})") from None
+
+
+def _convert(kind: SettingKind, raw: str | int | bool, base: Path) -> str | int | bool:
+    """Convert a setting value to its typed form; ValueError with a readable message."""
+    if kind == SettingKind.INT:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw):
+            return int(raw)
+        raise ValueError(f"expected an int, got {raw!r}")
+    if kind == SettingKind.BOOL:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in _BOOLS:
+            return _BOOLS[raw.strip().lower()]
+        raise ValueError(f"expected a bool (true/false/yes/no/1/0), got {raw!r}")
+    if not isinstance(raw, str) or not raw:
+        raise ValueError(f"expected a non-empty string, got {raw!r}")
+    if kind == SettingKind.DOMAIN:
+        return _domain(raw)
+    if kind == SettingKind.EMAIL:
+        return _email(raw)
+    if kind == SettingKind.PATH:
+        path = Path(raw).expanduser()
+        path = Path(os.path.abspath(base / path))  # base is ignored for absolute paths
+        if not path.exists():
+            raise ValueError(f"path {str(path)!r} does not exist")
+        return str(path)
+    return raw  # string, secret
+
+
+def parse_setting_args(args: Sequence[str]) -> dict[str, str]:
+    """["site=./public", ...] (from -s) -> {"site": "./public"}; a repeated NAME: last wins."""
+    out: dict[str, str] = {}
+    for arg in args:
+        m = _ARG.fullmatch(arg)
+        if not m:
+            raise UserError(f"expected NAME=VALUE, got {arg!r}", field="-s")
+        out[m["name"]] = m["value"]
+    return out
+
+
+def _setting_line(recipe: Recipe, name: str, key: str | None = None) -> int | None:
+    try:
+        src = TomlSource.from_file(recipe.source_file)
+    except UserError:
+        return None
+    return src.line_of(("settings", name) + ((key,) if key else ()))
+
+
+def resolve_settings(recipe: Recipe, overrides: Mapping[str, str]) -> ResolvedSettings:
+    """Recipe defaults + command-line overrides -> typed values (sorted by name).
+
+    Override paths are relative to the current directory, default paths to the recipe dir.
+    """
+    declared = {s.name: s for s in recipe.settings}
+    for name in overrides:
+        if name not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise UserError(
+                f"unknown setting {name!r}{did_you_mean(name, declared)}; "
+                f"recipe {recipe.name!r} declares: {known}",
+                file=recipe.source_file,
+                field=f"settings.{name}",
+            )
+    values: dict[str, str | int | bool] = {}
+    for s in recipe.settings:
+        field_name = f"settings.{s.name}"
+        if s.name in overrides:
+            raw, base, origin = overrides[s.name], Path.cwd(), f"-s {s.name}"
+        elif s.default is not None:
+            raw, base, origin = s.default, recipe.directory, "default"
+        else:
+            raise UserError(
+                f"required setting {s.name} is not set (use -s {s.name}=VALUE)",
+                file=recipe.source_file,
+                line=_setting_line(recipe, s.name),
+                field=field_name,
+            )
+        try:
+            values[s.name] = _convert(s.kind, raw, base)
+        except ValueError as exc:
+            key = "default" if origin == "default" else None
+            raise UserError(
+                f"{s.kind} setting ({origin}): {exc}",
+                file=recipe.source_file,
+                line=_setting_line(recipe, s.name, key),
+                field=field_name + (".default" if key else ""),
+            ) from None
+    return ResolvedSettings(values=tuple(sorted(values.items())))

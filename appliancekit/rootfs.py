@@ -1,0 +1,254 @@
+"""The unminimised root tree: unpacked packages plus everything generated from the recipe.
+
+Generated here: merged-/usr links, passwd/group, os-release, the recipe's configuration
+files (jinja2 templates with the resolved settings), copied trees (e.g. the site), the
+supervisor's service directories, mount points, and the links that put declared state on
+the data partition. Nothing per-device is baked in.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from appliancekit import supervisor
+from appliancekit.board import Board
+from appliancekit.errors import UserError
+from appliancekit.minimise import ClosureRequest
+from appliancekit.recipe import Recipe, ResolvedSettings, User
+from appliancekit.sources.unpack import UnpackedPackage
+from appliancekit.tree import Entry, RootTree
+
+DATA_MOUNT = "/data"
+# Directories the initramfs creates at every boot (state on /data, runtime dirs on /run):
+# "PATH UID GID MODE" lines.
+BOOT_DIRS_FILE = "/etc/appliancekit/boot-dirs"
+MOUNT_POINTS = {
+    "/proc": 0o555,
+    "/sys": 0o555,
+    "/dev": 0o755,
+    "/run": 0o755,
+    "/tmp": 0o1777,
+    DATA_MOUNT: 0o755,
+}
+ROOT_USER = User("root", 0, 0, "/root")
+
+
+@dataclass(frozen=True)
+class RootPlan:
+    """The full tree and what minimise must keep from it."""
+
+    tree: RootTree
+    requests: tuple[ClosureRequest, ...]
+
+
+def package_tree(packages: Sequence[UnpackedPackage]) -> RootTree:
+    tree = RootTree()
+    tree.ensure_dir("/")
+    for unpacked in sorted(packages, key=lambda u: u.package.name):
+        for item in unpacked.files:
+            tree.add(
+                Entry(
+                    path=item.path,
+                    kind=item.kind,
+                    mode=item.mode,
+                    uid=item.uid,
+                    gid=item.gid,
+                    size=item.size,
+                    source=unpacked.host_path(item.path) if item.kind == "file" else None,
+                    target=item.target,
+                    package=unpacked.package.name,
+                )
+            )
+    return tree
+
+
+def build_root(
+    packages: Sequence[UnpackedPackage], recipe: Recipe, settings: ResolvedSettings, board: Board
+) -> RootPlan:
+    tree = package_tree(packages)
+    users = {u.name: u for u in (ROOT_USER, *recipe.users)}
+    _merged_usr_links(tree)
+    _identity(tree, recipe, users)
+    context = template_context(recipe, settings, board, users)
+    _generated_files(tree, recipe, context, users)
+    _copied_trees(tree, recipe, context, users)
+    boot_dirs = _data_links(tree, recipe, users) + _runtime_dirs(recipe, users)
+    tree.add_file(BOOT_DIRS_FILE, "".join(f"{line}\n" for line in boot_dirs))
+    for path, mode in MOUNT_POINTS.items():
+        tree.entries.pop(path, None)
+        tree.add(Entry(path, "dir", mode))
+    supervisor_request = supervisor.install(tree, recipe.services, users)
+    recipe_request = ClosureRequest(
+        executables=tuple(
+            dict.fromkeys((*(s.exec[0] for s in recipe.services), *recipe.debian.executables))
+        ),
+        keep=recipe.debian.keep,
+        libraries=recipe.debian.libraries,
+        origin=f"{recipe.source_file}: debian",
+    )
+    return RootPlan(tree, (supervisor_request, recipe_request))
+
+
+def template_context(
+    recipe: Recipe, settings: ResolvedSettings, board: Board, users: Mapping[str, User]
+) -> dict[str, object]:
+    return {
+        "settings": settings.as_dict(),
+        "recipe": recipe,
+        "board": board,
+        "users": users,
+        "data": DATA_MOUNT,
+    }
+
+
+def _environment(recipe: Recipe) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(recipe.directory)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render(
+    recipe: Recipe,
+    context: Mapping[str, object],
+    *,
+    template: str | None,
+    content: str | None,
+    what: str,
+) -> str:
+    env = _environment(recipe)
+    try:
+        if template is not None:
+            return env.get_template(template).render(**context)
+        return env.from_string(content or "").render(**context)
+    except jinja2.TemplateError as exc:
+        line = getattr(exc, "lineno", None)
+        name = template or "inline content"
+        raise UserError(
+            f"{name}: {exc}",
+            file=recipe.directory / (template or "recipe.toml"),
+            line=line,
+            field=what,
+        ) from exc
+
+
+def _merged_usr_links(tree: RootTree) -> None:
+    for name in ("bin", "sbin", "lib", "lib64"):
+        if f"/usr/{name}" in tree:
+            tree.entries.pop(f"/{name}", None)
+            tree.add_symlink(f"/{name}", f"usr/{name}")
+
+
+def _identity(tree: RootTree, recipe: Recipe, users: Mapping[str, User]) -> None:
+    by_gid = {u.gid: u.name for u in users.values()}
+    passwd = "".join(
+        f"{u.name}:x:{u.uid}:{u.gid}::{u.home}:/nonexistent\n"
+        for u in sorted(users.values(), key=lambda u: u.uid)
+    )
+    members: dict[str, list[str]] = {}
+    for user in users.values():
+        for group in user.groups:
+            members.setdefault(group, []).append(user.name)
+    group = "".join(
+        f"{name}:x:{gid}:{','.join(sorted(members.get(name, [])))}\n"
+        for gid, name in sorted(by_gid.items())
+    )
+    tree.add_file("/etc/passwd", passwd)
+    tree.add_file("/etc/group", group)
+    tree.add_file(
+        "/etc/os-release",
+        f'NAME="appliancekit {recipe.name}"\nID=appliancekit\nVARIANT_ID={recipe.name}\n'
+        f'PRETTY_NAME="{recipe.summary}"\n',
+    )
+
+
+def _owner(users: Mapping[str, User], name: str, what: str) -> User:
+    if name not in users:
+        raise UserError(f"unknown owner {name!r}", field=what)
+    return users[name]
+
+
+def _generated_files(
+    tree: RootTree, recipe: Recipe, context: Mapping[str, object], users: Mapping[str, User]
+) -> None:
+    for index, item in enumerate(recipe.files):
+        what = f"file[{index}]"
+        text = render(recipe, context, template=item.template, content=item.content, what=what)
+        owner = _owner(users, item.owner, f"{what}.owner")
+        tree.entries.pop(item.path, None)
+        tree.add_file(item.path, text, mode=item.mode, uid=owner.uid, gid=owner.gid)
+
+
+def _copied_trees(
+    tree: RootTree, recipe: Recipe, context: Mapping[str, object], users: Mapping[str, User]
+) -> None:
+    for index, item in enumerate(recipe.trees):
+        what = f"tree[{index}].source"
+        source = Path(
+            render(recipe, context, template=None, content=item.source, what=what).strip()
+        )
+        if not source.is_absolute():
+            source = recipe.directory / source
+        if not source.is_dir():
+            raise UserError(f"{source} is not a directory", file=recipe.source_file, field=what)
+        owner = _owner(users, item.owner, f"tree[{index}].owner")
+        tree.ensure_dir(item.path)
+        for dirpath, dirnames, filenames in os.walk(source):
+            dirnames.sort()
+            rel = os.path.relpath(dirpath, source)
+            base = posixpath.normpath(posixpath.join(item.path, rel))
+            tree.ensure_dir(base, uid=owner.uid, gid=owner.gid)
+            for name in sorted(filenames):
+                host = Path(dirpath) / name
+                if host.is_symlink() or not host.is_file():
+                    continue
+                tree.add(
+                    Entry(
+                        posixpath.join(base, name),
+                        "file",
+                        0o644,
+                        owner.uid,
+                        owner.gid,
+                        host.stat().st_size,
+                        source=host,
+                    )
+                )
+
+
+def _runtime_dirs(recipe: Recipe, users: Mapping[str, User]) -> list[str]:
+    """/run/SERVICE, owned by the service's user: its pid files and sockets go there."""
+    return [f"/run/{s.name} {users[s.user].uid} {users[s.user].gid} 0755" for s in recipe.services]
+
+
+def _data_links(tree: RootTree, recipe: Recipe, users: Mapping[str, User]) -> list[str]:
+    """Each declared state path becomes a link to /data/BASENAME, created at boot."""
+    service_users = [users[s.user] for s in recipe.services if s.user != "root"]
+    default_owner = service_users[0] if service_users else ROOT_USER
+    lines: list[str] = []
+    seen: dict[str, str] = {}
+    for path in recipe.data_paths:
+        name = posixpath.basename(path.rstrip("/"))
+        if name in seen:
+            raise UserError(
+                f"{path} and {seen[name]} would both live at {DATA_MOUNT}/{name}",
+                file=recipe.source_file,
+                field="data.paths",
+            )
+        seen[name] = path
+        existing = tree.get(path)
+        owner = default_owner
+        if existing is not None and existing.uid != 0:
+            owner = next((u for u in users.values() if u.uid == existing.uid), default_owner)
+        for child in tree.walk(path):
+            tree.entries.pop(child, None)
+        tree.add_symlink(path, f"{DATA_MOUNT}/{name}")
+        lines.append(f"{DATA_MOUNT}/{name} {owner.uid} {owner.gid} 0750")
+    return lines

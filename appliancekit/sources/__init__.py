@@ -1,0 +1,1 @@
+"""Where appliance contents come from: the Debian archive, PyPI wheels, pinned URLs."""

@@ -1,0 +1,330 @@
+"""Debian packages for the target architecture through an isolated apt.
+
+Each (suite, architecture) gets its own apt configuration, state and lists under the cache;
+the host's apt state is never read or written. Index signatures are checked by apt against
+the host's Debian archive keyring, and apt checks every .deb against the signed index; we
+check the sha256 again when moving a .deb into the content-addressed cache.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliancekit.cache import Cache
+from appliancekit.digest import sha256_file
+from appliancekit.errors import ToolError, UserError
+
+ARCHIVE_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+KNOWN_SUITES = ("bookworm", "trixie", "forky", "sid", "bookworm-backports", "trixie-backports")
+COMPONENTS = ("main", "non-free-firmware")
+# An index older than this is refreshed before resolving; `--refresh` forces it.
+INDEX_MAX_AGE_SECONDS = 6 * 3600
+UPDATE_ATTEMPTS = 4
+
+
+@dataclass(frozen=True, order=True)
+class DebPackage:
+    """One binary package pinned to the exact file the signed index names."""
+
+    name: str
+    version: str
+    architecture: str
+    sha256: str
+    size: int
+    filename: str  # pool path in the archive
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "architecture": self.architecture,
+            "sha256": self.sha256,
+            "size": self.size,
+        }
+
+
+@dataclass(frozen=True)
+class FetchedDeb:
+    package: DebPackage
+    path: Path  # the .deb in the content-addressed cache
+
+
+@dataclass(frozen=True)
+class AptSource:
+    """apt with its own configuration and state for one (suite, architecture)."""
+
+    cache: Cache
+    suite: str
+    arch: str
+    mirror: str = DEFAULT_MIRROR
+    security_mirror: str = DEFAULT_SECURITY_MIRROR
+
+    @property
+    def root(self) -> Path:
+        return self.cache.apt_dir(self.suite, self.arch)
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "apt.conf"
+
+    def _sources(self) -> str:
+        components = " ".join(COMPONENTS)
+        signed = f"[signed-by={ARCHIVE_KEYRING}]"
+        lines = [f"deb {signed} {self.mirror} {self.suite} {components}"]
+        base = self.suite.split("-")[0]
+        if "-" not in self.suite and base not in ("sid", "forky"):
+            lines.append(f"deb {signed} {self.mirror} {self.suite}-updates {components}")
+            lines.append(f"deb {signed} {self.security_mirror} {self.suite}-security {components}")
+        return "\n".join(lines) + "\n"
+
+    def prepare(self) -> None:
+        if self.suite not in KNOWN_SUITES:
+            raise UserError(
+                f"unknown Debian suite {self.suite!r} (known: {', '.join(KNOWN_SUITES)})"
+            )
+        if not ARCHIVE_KEYRING.exists():
+            raise ToolError(f"{ARCHIVE_KEYRING} missing: apt-get install debian-archive-keyring")
+        for sub in (
+            "state/lists/partial",
+            "cache/archives/partial",
+            "etc/apt.conf.d",
+            "etc/preferences.d",
+            "etc/sources.list.d",
+            "etc/trusted.gpg.d",
+        ):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        status = self.root / "state/status"
+        if not status.exists():
+            status.touch()
+        _write_if_changed(self.root / "etc/sources.list", self._sources())
+        config = "\n".join(
+            [
+                f'Dir::State "{self.root}/state";',
+                f'Dir::State::status "{status}";',
+                f'Dir::Cache "{self.root}/cache";',
+                f'Dir::Etc "{self.root}/etc";',
+                f'Dir::Etc::SourceList "{self.root}/etc/sources.list";',
+                f'Dir::Etc::SourceParts "{self.root}/etc/sources.list.d";',
+                f'Dir::Etc::TrustedParts "{self.root}/etc/trusted.gpg.d";',
+                f'APT::Architecture "{self.arch}";',
+                f'APT::Architectures {{ "{self.arch}"; }};',
+                'Acquire::Languages "none";',
+                'APT::Install-Recommends "false";',
+                'APT::Install-Suggests "false";',
+                'Acquire::Retries "3";',
+                'Debug::NoLocking "true";',
+                "",
+            ]
+        )
+        _write_if_changed(self.config_file, config)
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["APT_CONFIG"] = str(self.config_file)
+        env["LC_ALL"] = "C.UTF-8"
+        env["DEBIAN_FRONTEND"] = "noninteractive"
+        return env
+
+    def _apt(
+        self, args: Sequence[str], cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                list(args), env=self._env(), cwd=cwd, capture_output=True, text=True, check=False
+            )
+        except FileNotFoundError as exc:
+            raise ToolError(f"{args[0]} not found: apt-get install apt") from exc
+
+    def lists_age(self) -> float | None:
+        stamp = self.root / "state/updated"
+        if not stamp.exists():
+            return None
+        return time.time() - stamp.stat().st_mtime
+
+    def update(self, *, force: bool = False) -> bool:
+        """Refresh the indexes if missing, stale or forced. Returns whether it ran."""
+        self.prepare()
+        age = self.lists_age()
+        if not force and age is not None and age < INDEX_MAX_AGE_SECONDS:
+            return False
+        last_problem = ""
+        for attempt in range(UPDATE_ATTEMPTS):
+            result = self._apt(["apt-get", "update", "-q"])
+            problem = _update_problem(result)
+            if not problem:
+                (self.root / "state/updated").touch()
+                return True
+            last_problem = problem
+            # A mirror mid-sync serves an inconsistent index for a while; back off and retry.
+            time.sleep(min(30, 3 * 2**attempt))
+        raise ToolError(
+            f"apt-get update for {self.suite}/{self.arch} failed after {UPDATE_ATTEMPTS} "
+            f"attempts: {last_problem}"
+        )
+
+    def resolve(self, packages: Iterable[str]) -> list[DebPackage]:
+        """The dependency closure of `packages` for this architecture, without recommends.
+
+        The status file is empty, so apt treats nothing as installed and lists everything.
+        """
+        names = sorted(set(packages))
+        if not names:
+            return []
+        result = self._apt(["apt-get", "install", "-s", "-q", "--no-install-recommends", *names])
+        if result.returncode != 0:
+            raise UserError(
+                f"cannot resolve Debian packages for {self.suite}/{self.arch}: "
+                f"{_first_error(result.stderr or result.stdout)}",
+                field="debian.packages",
+            )
+        pins = _parse_simulated_installs(result.stdout)
+        return self.describe(pins)
+
+    def describe(self, pins: Sequence[tuple[str, str]]) -> list[DebPackage]:
+        """Look up file name, size and sha256 of exact (name, version) pairs in the index."""
+        if not pins:
+            return []
+        result = self._apt(
+            ["apt-cache", "show", "--no-all-versions", *(f"{n}={v}" for n, v in pins)]
+        )
+        if result.returncode != 0:
+            raise ToolError(f"apt-cache show failed: {_first_error(result.stderr)}")
+        wanted = set(pins)
+        found: dict[tuple[str, str], DebPackage] = {}
+        for stanza in _deb822_stanzas(result.stdout):
+            key = (stanza.get("Package", ""), stanza.get("Version", ""))
+            if key in wanted and key not in found:
+                found[key] = DebPackage(
+                    name=key[0],
+                    version=key[1],
+                    architecture=stanza["Architecture"],
+                    sha256=stanza["SHA256"],
+                    size=int(stanza["Size"]),
+                    filename=stanza["Filename"],
+                )
+        missing = wanted - found.keys()
+        if missing:
+            raise ToolError(f"index lists no file for {sorted(missing)}")
+        return sorted(found.values())
+
+    def fetch(self, packages: Sequence[DebPackage]) -> list[FetchedDeb]:
+        """Download what is not cached yet into the content-addressed cache (verified)."""
+        todo = [p for p in packages if not self.cache.deb_path(p.sha256).exists()]
+        if todo:
+            with tempfile.TemporaryDirectory(dir=self.cache.tmp_dir()) as tmp:
+                result = self._apt(
+                    ["apt-get", "download", "-q", *(f"{p.name}={p.version}" for p in todo)],
+                    cwd=Path(tmp),
+                )
+                if result.returncode != 0:
+                    raise ToolError(f"apt-get download failed: {_first_error(result.stderr)}")
+                by_name = {p.name: p for p in todo}
+                for deb in Path(tmp).glob("*.deb"):
+                    name = deb.name.split("_", 1)[0]
+                    package = by_name.pop(name, None)
+                    if package is None:
+                        continue
+                    _store_verified(deb, package, self.cache.deb_path(package.sha256))
+                if by_name:
+                    raise ToolError(f"apt-get download did not produce {sorted(by_name)}")
+        return [FetchedDeb(p, self.cache.deb_path(p.sha256)) for p in packages]
+
+
+def select_kernel_packages(closure: Sequence[DebPackage]) -> list[DebPackage]:
+    """From a kernel metapackage's closure keep the image packages only.
+
+    The rest (initramfs-tools, kmod, systemd, ...) is there for maintainer scripts, which
+    appliancekit never runs: it builds its own initramfs.
+    """
+    kernels = [p for p in closure if p.name.startswith("linux-image-")]
+    if not kernels:
+        raise ToolError("kernel package resolved to no linux-image-* package")
+    return kernels
+
+
+def _store_verified(downloaded: Path, package: DebPackage, destination: Path) -> None:
+    digest = sha256_file(downloaded)
+    if digest != package.sha256:
+        raise ToolError(
+            f"{package.name}_{package.version}: sha256 {digest} does not match the signed index "
+            f"({package.sha256})"
+        )
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_suffix(".part")
+    shutil.move(downloaded, tmp)
+    os.replace(tmp, destination)
+
+
+_INST_RE = re.compile(r"^Inst (\S+) (?:\[[^\]]*\] )?\((\S+) ")
+
+
+def _parse_simulated_installs(output: str) -> list[tuple[str, str]]:
+    pins = []
+    for line in output.splitlines():
+        match = _INST_RE.match(line)
+        if match:
+            name = match.group(1).split(":", 1)[0]
+            pins.append((name, match.group(2)))
+    return pins
+
+
+def _deb822_stanzas(text: str) -> list[dict[str, str]]:
+    stanzas: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    key = ""
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                stanzas.append(current)
+            current, key = {}, ""
+        elif line[0] in " \t":
+            if key:
+                current[key] += "\n" + line.strip()
+        elif ":" in line:
+            key, value = line.split(":", 1)
+            current[key] = value.strip()
+    if current:
+        stanzas.append(current)
+    return stanzas
+
+
+def _update_problem(result: subprocess.CompletedProcess[str]) -> str:
+    """The first line describing why an index update failed, or '' if it worked."""
+    text = (result.stderr or "") + "\n" + (result.stdout or "")
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("E:", "Err:")) or (
+            stripped.startswith("W:")
+            and ("Failed to fetch" in stripped or "unexpected size" in stripped)
+        ):
+            return stripped
+    if result.returncode != 0:
+        return f"exit code {result.returncode}"
+    return ""
+
+
+def _first_error(text: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("E:"):
+            return line[2:].strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no output"
+
+
+def _write_if_changed(path: Path, content: str) -> None:
+    if path.exists() and path.read_text() == content:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(content)
+    os.replace(tmp, path)
