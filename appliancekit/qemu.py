@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-_ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])")
+_ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-~])")
 # Lines worth showing even when a stack dump has pushed them out of the serial tail.
 _NOTABLE = re.compile(
     r"Kernel panic - not syncing|Oops|BUG: |Unable to mount root|verity: .*corrupted"
@@ -128,7 +128,7 @@ def _drive_args(index: int, drive: Drive) -> list[str]:
     if drive.snapshot:
         common += ",snapshot=on"
     if drive.device == "sd":
-        return ["-drive", f"{common},if=sd,index={index}"]
+        return ["-drive", f"{common},if=sd"]  # the board's SD slots, in order
     drive_id = f"drive{index}"
     device = f"{drive.device},drive={drive_id}"
     if drive.device == "nvme":

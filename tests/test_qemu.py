@@ -124,7 +124,7 @@ def test_command_drives() -> None:
     assert after(argv, "-drive") == [
         "file=/i/disk.img,format=raw,snapshot=on,if=none,id=drive0",
         "file=/i/nvme.img,format=raw,if=none,id=drive1",
-        "file=/i/sd.img,format=raw,snapshot=on,if=sd,index=2",
+        "file=/i/sd.img,format=raw,snapshot=on,if=sd",
         "file=/i/q.qcow2,format=qcow2,snapshot=on,if=none,id=drive3",
     ]
     assert after(argv, "-device") == [
@@ -471,7 +471,7 @@ def test_boot_busybox_httpd_probe_and_powerdown(
     forwards = (PortForward(80, free_port()),)
     with Machine(_boot_config(vmlinuz, initrd, forwards), tmp_path / "vm") as m:
         m.start()
-        kernel_at = m.wait_for_serial("Linux version", timeout=30)
+        kernel_at = m.wait_for_serial(re.compile(r"Linux version \d+\.\d+"), timeout=30)
         ready_at = m.wait_for_serial(MARKER, timeout=60)
         probe = Probe(kind=ProbeKind.HTTP, port=80, contains=f"{MARKER} web", timeout=30)
         (result,) = wait_for_probes([probe], forward_map(forwards), 30, m)
@@ -486,6 +486,7 @@ def test_boot_busybox_httpd_probe_and_powerdown(
         )
         assert clean, m.tail()
         assert "acpid: power button" in m.serial_text()
+        assert "\x1b" in m.serial_text() and "\x1b" not in m.tail(500)  # SeaBIOS escapes
     assert not m.is_running()
 
 

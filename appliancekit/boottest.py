@@ -1,0 +1,168 @@
+"""Boot an image under QEMU through its board's boot path and run the recipe's probes.
+
+Everything the test needs comes from the image directory (disk image + manifest); the board
+file only says which QEMU model stands in for the hardware.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from appliancekit.board import Board
+from appliancekit.boot import boot_path
+from appliancekit.manifest import Manifest
+from appliancekit.probes import ProbeResult, forward_map, forwards_for, wait_for_probes
+from appliancekit.qemu import BootError, Drive, Machine, QemuConfig
+from appliancekit.recipe import Probe, ProbeKind
+
+# Serial console lines that mean the boot cannot succeed: stop at once instead of waiting
+# for probe timeouts.
+FATAL = re.compile(
+    r"appliancekit: FATAL|Kernel panic|verity: .*(?:corrupted|error)|"
+    r"Attempted to kill init|Unable to mount root"
+)
+MARKERS = {
+    "initramfs": "appliancekit: initramfs started",
+    "root_mounted": "appliancekit: sealed root verified and mounted",
+    "switch_root": "appliancekit: switching root",
+}
+
+
+@dataclass(frozen=True)
+class BootTestReport:
+    name: str
+    board: str
+    passed: bool
+    boot_to_healthy: float | None  # seconds from QEMU start until every probe passed
+    markers: dict[str, float]  # seconds from QEMU start to each boot marker seen
+    probes: list[ProbeResult]
+    serial_log: str
+    failure: str | None = None
+    serial_tail: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["probes"] = [asdict(p) for p in self.probes]
+        return data
+
+
+class _WatchedMachine:
+    """The machine as the probe loop sees it: it 'stops running' once the console shows a
+    fatal error, so a corrupted root fails in seconds rather than at the probe timeout."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.fatal: str | None = None
+
+    def is_running(self) -> bool:
+        match = FATAL.search(self.machine.serial_text())
+        if match:
+            self.fatal = match.group(0)
+            return False
+        return self.machine.is_running()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.machine.returncode
+
+    def failure_tail(self, lines: int = 30) -> str:
+        return self.machine.failure_tail(lines)
+
+
+def probes_from_manifest(manifest: Manifest) -> list[Probe]:
+    probes = []
+    for raw in manifest.probes:
+        values = dict(raw)
+        values["kind"] = ProbeKind(values["kind"])
+        probes.append(Probe(**values))
+    return probes
+
+
+def qemu_config(
+    board: Board, disk: Path, manifest: Manifest, workdir: Path, forwards: tuple
+) -> QemuConfig:
+    boot = boot_path(board).qemu_boot(disk, manifest.partition("ak-boot")["offset"], workdir)
+    return QemuConfig.from_spec(
+        board.qemu,
+        kernel=boot.kernel,
+        initrd=boot.initrd,
+        append=boot.append,
+        dtb=boot.dtb,
+        drives=(Drive(disk, device=board.qemu.disk_device, snapshot=True),),
+        forwards=forwards,
+    )
+
+
+def boot_test(
+    image_dir: Path,
+    manifest: Manifest,
+    board: Board,
+    *,
+    disk: Path | None = None,
+    timeout: float = 240.0,
+    log_dir: Path | None = None,
+) -> BootTestReport:
+    disk = disk or image_dir / manifest.disk["path"]
+    probes = probes_from_manifest(manifest)
+    forwards = forwards_for(probes, manifest.ports)
+    log_dir = log_dir or image_dir
+    with tempfile.TemporaryDirectory(prefix="boottest.") as tmp:
+        workdir = Path(tmp)
+        config = qemu_config(board, disk, manifest, workdir, forwards)
+        machine = Machine(config, workdir)
+        watched = _WatchedMachine(machine)
+        markers: dict[str, float] = {}
+        results: list[ProbeResult] = []
+        failure: str | None = None
+        healthy: float | None = None
+        try:
+            with machine:
+                machine.start()
+                results = wait_for_probes(probes, forward_map(forwards), timeout, watched)  # type: ignore[arg-type]
+                if all(r.ok for r in results):
+                    healthy = time.monotonic() - machine.started_at
+                else:
+                    failed = next(r for r in results if not r.ok)
+                    failure = f"probe {failed.name} failed: {failed.detail}"
+                    if watched.fatal:
+                        failure = f"boot failed ({watched.fatal}); {failure}"
+                markers = _markers(machine)
+                machine.powerdown(timeout=5)
+        except BootError as exc:
+            failure = str(exc)
+        serial = machine.serial_text()
+        log_path = log_dir / "serial.log"
+        try:
+            log_path.write_text(serial)
+        except OSError:
+            log_path = machine.serial_log
+        tail = "" if failure is None else machine.failure_tail(30)
+    return BootTestReport(
+        name=manifest.name,
+        board=board.name,
+        passed=failure is None,
+        boot_to_healthy=healthy,
+        markers=markers,
+        probes=results,
+        serial_log=str(log_path),
+        failure=failure,
+        serial_tail=tail,
+    )
+
+
+_MARKER_TIME = re.compile(r"appliancekit: (.+?) \[uptime ([0-9.]+)s\]")
+
+
+def _markers(machine: Machine) -> dict[str, float]:
+    """Guest uptime (seconds since the kernel started) at each initramfs marker."""
+    found = {}
+    for message, uptime in _MARKER_TIME.findall(machine.serial_text()):
+        for name, marker in MARKERS.items():
+            if marker.endswith(message):
+                found[name] = float(uptime)
+    return found

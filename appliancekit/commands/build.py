@@ -1,0 +1,108 @@
+"""`appliancekit build` and the plan/build helpers `test` and `run` share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from appliancekit.board import Board, find_board
+from appliancekit.build import BuildPlan, BuildResult, build
+from appliancekit.cache import Cache, default_cache_dir
+from appliancekit.commands._common import handle_errors, json_option, reporter_from
+from appliancekit.output import Reporter, emit_json
+from appliancekit.project import find_project
+from appliancekit.recipe import find_recipe, parse_setting_args, resolve_settings
+
+
+def make_plan(
+    recipe_name: str, board_name: str, setting_args: Sequence[str], images: Path | None
+) -> BuildPlan:
+    project = find_project()
+    recipe = find_recipe(recipe_name, project.recipes_dir)
+    board = find_board(board_name, project.boards_dir)
+    settings = resolve_settings(recipe, parse_setting_args(setting_args))
+    return BuildPlan(recipe, board, settings, (images or project.images_dir).resolve())
+
+
+def load_board_for(name: str) -> Board:
+    return find_board(name, find_project().boards_dir)
+
+
+def run_build(
+    plan: BuildPlan, reporter: Reporter, *, refresh: bool = False, force: bool = False
+) -> BuildResult:
+    return build(plan, Cache(default_cache_dir()), reporter, refresh=refresh, force=force)
+
+
+def build_summary(result: BuildResult) -> dict[str, object]:
+    m = result.manifest
+    return {
+        "image_dir": str(result.output_dir),
+        "disk": str(result.output_dir / m.disk["path"]),
+        "sha256": m.disk["sha256"],
+        "rebuilt": result.rebuilt,
+        "seconds": round(result.seconds, 2),
+        "root_hash": m.verity["root_hash"],
+        "sizes": m.sizes,
+    }
+
+
+recipe_argument = click.argument("recipe")
+board_option = click.option(
+    "--board", "-b", required=True, help="Target board (see `list boards`)."
+)
+settings_option = click.option(
+    "-s",
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override a recipe setting.",
+)
+images_option = click.option(
+    "--images",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Output directory (default: images/).",
+)
+
+
+@click.command("build")
+@recipe_argument
+@board_option
+@settings_option
+@images_option
+@click.option("--refresh", is_flag=True, help="Refresh the Debian package indexes first.")
+@click.option("--force", is_flag=True, help="Rebuild even if nothing changed.")
+@json_option
+@click.pass_context
+@handle_errors
+def build_command(
+    ctx: click.Context,
+    recipe: str,
+    board: str,
+    settings: tuple[str, ...],
+    images: Path | None,
+    refresh: bool,
+    force: bool,
+    json_mode: bool,
+) -> None:
+    """Build RECIPE for a board into images/RECIPE-BOARD/."""
+    reporter = reporter_from(ctx, json_mode)
+    plan = make_plan(recipe, board, settings, images)
+    result = run_build(plan, reporter, refresh=refresh, force=force)
+    summary = build_summary(result)
+    if json_mode:
+        emit_json(summary)
+        return
+    state = "built" if result.rebuilt else "up to date"
+    sizes = result.manifest.sizes
+    click.echo(
+        f"{plan.name}: {state} in {result.seconds:.1f}s; sealed root "
+        f"{sizes['sealed_root_bytes'] / 2**20:.1f} MiB (unminimised {sizes['unminimised_root_bytes'] / 2**20:.1f} MiB)"
+    )
+    click.echo(f"image: {summary['disk']}")
+
+
+COMMANDS = [build_command]
