@@ -7,12 +7,14 @@ host's kernel from /boot if there is one, else Debian's cloud kernel fetched onc
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import lzma
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -304,9 +306,8 @@ def _cloud_kernel(cache: Path) -> Path | None:
         return None
     target = cache / match.group(1)
     if not list(target.glob("boot/vmlinuz-*")):
-        tmp = cache / f".{match.group(1)}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".download-"))
         try:
             subprocess.run(
                 ["apt-get", "download", "-o", "APT::Sandbox::User=root", match.group(1)],
@@ -317,12 +318,12 @@ def _cloud_kernel(cache: Path) -> Path | None:
             )
             (deb,) = tmp.glob("*.deb")
             subprocess.run(["dpkg-deb", "-x", deb, tmp / "root"], check=True, timeout=300)
+            with contextlib.suppress(OSError):  # another worker may have won the race
+                (tmp / "root").rename(target)
         except (OSError, ValueError, subprocess.SubprocessError):
-            shutil.rmtree(tmp, ignore_errors=True)
             return None
-        shutil.rmtree(target, ignore_errors=True)
-        (tmp / "root").rename(target)
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

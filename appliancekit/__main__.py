@@ -1,0 +1,3 @@
+from appliancekit.cli import main
+
+main()

@@ -1,0 +1,112 @@
+"""Shared fixtures. Built images are session-scoped: each appliance is built and booted once
+per test run and every slow test reads from that, which keeps CI within its time budget."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliancekit.board import find_board
+from appliancekit.boottest import BootTestReport, boot_test
+from appliancekit.build import BuildPlan, BuildResult, build
+from appliancekit.cache import Cache, default_cache_dir
+from appliancekit.output import Reporter
+from appliancekit.project import Project
+from appliancekit.recipe import find_recipe, resolve_settings
+
+REPO = Path(__file__).resolve().parent.parent
+PROJECT = Project(REPO)
+
+
+@pytest.fixture(scope="session")
+def project() -> Project:
+    return PROJECT
+
+
+@pytest.fixture(scope="session")
+def session_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Images built by the test session (never the user's images/)."""
+    return tmp_path_factory.mktemp("images")
+
+
+def build_appliance(
+    recipe: str,
+    board: str,
+    images: Path,
+    settings: dict[str, str] | None = None,
+    force: bool = False,
+) -> BuildResult:
+    plan = BuildPlan(
+        find_recipe(recipe, PROJECT.recipes_dir),
+        find_board(board, PROJECT.boards_dir),
+        resolve_settings(find_recipe(recipe, PROJECT.recipes_dir), settings or {}),
+        images,
+    )
+    return build(plan, Cache(default_cache_dir()), Reporter(), force=force)
+
+
+class ApplianceCache:
+    """Builds and boot tests, each done at most once per session."""
+
+    def __init__(self, images: Path) -> None:
+        self.images = images
+        self.builds: dict[tuple[str, str], BuildResult] = {}
+        self.boots: dict[tuple[str, str], BootTestReport] = {}
+
+    def build(self, recipe: str, board: str) -> BuildResult:
+        key = (recipe, board)
+        if key not in self.builds:
+            self.builds[key] = build_appliance(recipe, board, self.images)
+        return self.builds[key]
+
+    def boot(self, recipe: str, board: str) -> BootTestReport:
+        key = (recipe, board)
+        if key not in self.boots:
+            result = self.build(recipe, board)
+            self.boots[key] = boot_test(
+                result.output_dir, result.manifest, find_board(board, PROJECT.boards_dir)
+            )
+        return self.boots[key]
+
+
+@pytest.fixture(scope="session")
+def appliances(session_images: Path) -> ApplianceCache:
+    return ApplianceCache(session_images)
+
+
+@pytest.fixture(scope="session")
+def homepage_image(appliances: ApplianceCache) -> Path:
+    """The homepage appliance for qemu-virt-arm64, built once per session."""
+    return appliances.build("homepage", "qemu-virt-arm64").output_dir
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """The real command line, as a user runs it."""
+    full_env = dict(os.environ)
+    full_env.pop("CI", None)
+    full_env.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-m", "appliancekit", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or REPO,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"appliancekit {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+@pytest.fixture()
+def cli() -> Iterator[object]:
+    yield run_cli

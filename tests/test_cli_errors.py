@@ -1,0 +1,142 @@
+"""Bad recipes, boards and settings: one line naming file, line and field; exit 2; nothing in images/."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, run_cli
+
+
+@pytest.fixture()
+def scratch_project(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "recipes", project / "recipes")
+    shutil.copytree(REPO / "boards", project / "boards")
+    return project
+
+
+def assert_clean_failure(result, project: Path, *needles: str) -> None:  # type: ignore[no-untyped-def]
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    images = project / "images"
+    leftovers = [p for p in images.rglob("*") if p.is_file()] if images.exists() else []
+    assert leftovers == []
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_recipe(scratch_project: Path) -> None:
+    result = run_cli(
+        "build",
+        "nosuch",
+        "--board",
+        "qemu-virt-arm64",
+        env={"APPLIANCEKIT_HOME": str(scratch_project)},
+    )
+    assert_clean_failure(result, scratch_project, "nosuch", "homepage")
+
+
+def test_unknown_board(scratch_project: Path) -> None:
+    result = run_cli(
+        "build", "homepage", "--board", "vax", env={"APPLIANCEKIT_HOME": str(scratch_project)}
+    )
+    assert_clean_failure(result, scratch_project, "vax", "qemu-virt-arm64")
+
+
+def test_unknown_key_in_recipe(scratch_project: Path) -> None:
+    recipe = scratch_project / "recipes/homepage/recipe.toml"
+    recipe.write_text(
+        recipe.read_text().replace(
+            '[[service]]\nname = "nginx"', '[[service]]\nname = "nginx"\nexce = "x"'
+        )
+    )
+    line = recipe.read_text().splitlines().index('exce = "x"') + 1
+    result = run_cli(
+        "build",
+        "homepage",
+        "--board",
+        "qemu-virt-arm64",
+        env={"APPLIANCEKIT_HOME": str(scratch_project)},
+    )
+    assert_clean_failure(result, scratch_project, f"recipe.toml:{line}", "service[0].exce")
+
+
+def test_wrong_type_in_board(scratch_project: Path) -> None:
+    board = scratch_project / "boards/qemu-virt-arm64.toml"
+    board.write_text(board.read_text().replace("smp = 1", 'smp = "two"'))
+    line = board.read_text().splitlines().index('smp = "two"') + 1
+    result = run_cli(
+        "build",
+        "homepage",
+        "--board",
+        "qemu-virt-arm64",
+        env={"APPLIANCEKIT_HOME": str(scratch_project)},
+    )
+    assert_clean_failure(result, scratch_project, f"qemu-virt-arm64.toml:{line}", "qemu.smp")
+
+
+def test_unknown_setting(scratch_project: Path) -> None:
+    result = run_cli(
+        "build",
+        "homepage",
+        "--board",
+        "qemu-virt-arm64",
+        "-s",
+        "colour=blue",
+        env={"APPLIANCEKIT_HOME": str(scratch_project)},
+    )
+    assert_clean_failure(result, scratch_project, "colour", "site")
+
+
+def test_missing_site_directory(scratch_project: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "build",
+        "homepage",
+        "--board",
+        "qemu-virt-arm64",
+        "-s",
+        f"site={tmp_path}/nope",
+        env={"APPLIANCEKIT_HOME": str(scratch_project)},
+    )
+    assert_clean_failure(result, scratch_project, "settings.site")
+
+
+@pytest.mark.slow
+def test_failure_mid_build_leaves_nothing(scratch_project: Path) -> None:
+    """A package that does not exist fails after apt ran: still nothing in images/."""
+    recipe = scratch_project / "recipes/homepage/recipe.toml"
+    recipe.write_text(
+        recipe.read_text().replace(
+            'packages = ["nginx"]', 'packages = ["nginx", "no-such-package-xyz"]'
+        )
+    )
+    result = run_cli(
+        "build",
+        "homepage",
+        "--board",
+        "qemu-virt-arm64",
+        env={"APPLIANCEKIT_HOME": str(scratch_project)},
+    )
+    assert_clean_failure(result, scratch_project, "no-such-package-xyz")
+
+
+@pytest.mark.slow
+def test_missing_executable_fails_in_minimise(scratch_project: Path) -> None:
+    """An exec path no package provides is caught while building, before anything lands."""
+    recipe = scratch_project / "recipes/homepage/recipe.toml"
+    recipe.write_text(
+        recipe.read_text().replace('exec = ["/usr/sbin/nginx"', 'exec = ["/usr/sbin/nginxx"')
+    )
+    result = run_cli(
+        "build",
+        "homepage",
+        "--board",
+        "qemu-virt-arm64",
+        env={"APPLIANCEKIT_HOME": str(scratch_project)},
+    )
+    assert_clean_failure(result, scratch_project, "/usr/sbin/nginxx")

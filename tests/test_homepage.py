@@ -1,0 +1,169 @@
+"""The spine end to end: build, scan, boot, probe, tamper, rebuild the homepage appliance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from appliancekit.board import find_board
+from appliancekit.boottest import boot_test
+from appliancekit.digest import sha256_file
+from appliancekit.manifest import load_manifest
+from appliancekit.seal import list_erofs_paths
+
+from .conftest import PROJECT, build_appliance, run_cli
+
+pytestmark = pytest.mark.slow
+
+FORBIDDEN = {
+    "sh",
+    "bash",
+    "dash",
+    "busybox",
+    "getty",
+    "agetty",
+    "login",
+    "sshd",
+    "dpkg",
+    "apt",
+    "apt-get",
+    "su",
+    "sudo",
+}
+
+
+def extract_partition(image_dir: Path, name: str, dest: Path) -> Path:
+    manifest = load_manifest(image_dir)
+    part = manifest.partition(name)
+    with open(image_dir / manifest.disk["path"], "rb") as src, open(dest, "wb") as out:
+        src.seek(part["offset"])
+        out.write(src.read(part["size"]))
+    return dest
+
+
+def test_build_outputs(homepage_image: Path) -> None:
+    for name in ("disk.img", "manifest.json", "SHA256SUMS", "size-report.json", "size-report.txt"):
+        assert (homepage_image / name).is_file(), name
+    subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=homepage_image, check=True)
+    manifest = load_manifest(homepage_image)
+    assert manifest.recipe == "homepage" and manifest.board == "qemu-virt-arm64"
+    assert manifest.suite == "trixie" and manifest.arch == "arm64"
+    assert manifest.disk["sha256"] == sha256_file(homepage_image / "disk.img")
+    names = {p["name"] for p in manifest.packages}
+    assert {"nginx", "libc6", "s6", "busybox-static"} <= names
+    assert all(len(p["sha256"]) == 64 and p["version"] for p in manifest.packages)
+    assert [p["name"] for p in manifest.disk["partitions"]] == [
+        "ak-boot",
+        "ak-root",
+        "ak-verity",
+        "ak-data",
+    ]
+    assert f"ak.roothash={manifest.verity['root_hash']}" in manifest.kernel_cmdline
+
+
+def test_size_report_shows_minimisation(homepage_image: Path) -> None:
+    report = json.loads((homepage_image / "size-report.json").read_text())
+    assert report["bytes_after"] < report["bytes_before"] / 3
+    per_package = {p["package"]: p for p in report["packages"]}
+    assert per_package["nginx"]["bytes_after"] > 0
+    assert per_package["debconf"]["bytes_after"] == 0  # no perl-side tooling in an appliance
+
+
+def test_sealed_root_has_no_shell_or_package_manager(homepage_image: Path, tmp_path: Path) -> None:
+    erofs = extract_partition(homepage_image, "ak-root", tmp_path / "root.erofs")
+    paths = list_erofs_paths(erofs)
+    basenames = {p.rsplit("/", 1)[-1] for p in paths}
+    assert not (FORBIDDEN & basenames), FORBIDDEN & basenames
+    assert "/usr/sbin/nginx" in paths
+    assert "/srv/www/index.html" in paths
+    assert "/usr/bin/s6-svscan" in paths
+    assert not any(
+        p.startswith(("/usr/share/doc", "/usr/share/man", "/usr/share/locale")) for p in paths
+    )
+
+
+def test_boot_test_passes_with_json(homepage_image: Path, session_images: Path) -> None:
+    result = run_cli(
+        "test",
+        "homepage",
+        "--board",
+        "qemu-virt-arm64",
+        "--json",
+        env={"APPLIANCEKIT_IMAGES": str(session_images)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["build"]["rebuilt"] is False  # the session's image was reused, not rebuilt
+    boot = report["boot_test"]
+    assert boot["passed"] is True
+    assert boot["boot_to_healthy"] > 0
+    assert boot["probes"][0]["ok"] and "HTTP 200" in boot["probes"][0]["detail"]
+    assert {"initramfs", "root_mounted", "switch_root"} <= set(boot["markers"])
+    assert "first boot: creating the data filesystem" in Path(boot["serial_log"]).read_text()
+
+
+def test_flipped_byte_in_root_fails_boot(homepage_image: Path, tmp_path: Path) -> None:
+    manifest = load_manifest(homepage_image)
+    tampered = tmp_path / "tampered.img"
+    shutil.copyfile(homepage_image / "disk.img", tampered)
+    root = manifest.partition("ak-root")
+    with open(tampered, "r+b") as disk:
+        disk.seek(root["offset"] + 1024 + 8)  # inside the erofs superblock: read at mount time
+        byte = disk.read(1)
+        disk.seek(-1, 1)
+        disk.write(bytes([byte[0] ^ 0xFF]))
+    report = boot_test(
+        homepage_image,
+        manifest,
+        find_board("qemu-virt-arm64", PROJECT.boards_dir),
+        disk=tampered,
+        timeout=90,
+        log_dir=tmp_path,
+    )
+    assert not report.passed
+    serial = Path(report.serial_log).read_text()
+    assert "verity" in serial and "is corrupted" in serial, serial[-2000:]
+    assert "switching root" not in serial
+
+
+def test_rebuild_is_reproducible(homepage_image: Path, tmp_path: Path) -> None:
+    first = load_manifest(homepage_image)
+    again = build_appliance("homepage", "qemu-virt-arm64", tmp_path, force=True)
+    assert again.rebuilt
+    assert again.manifest.disk["sha256"] == first.disk["sha256"]
+    assert again.manifest.verity["root_hash"] == first.verity["root_hash"]
+
+
+def test_unchanged_rebuild_is_a_no_op(homepage_image: Path) -> None:
+    again = build_appliance("homepage", "qemu-virt-arm64", homepage_image.parent)
+    assert not again.rebuilt
+
+
+def test_site_setting_changes_the_image(tmp_path: Path) -> None:
+    site = tmp_path / "public"
+    site.mkdir()
+    (site / "index.html").write_text("<p>my own site</p>\n")
+    images = tmp_path / "images"
+    result = run_cli(
+        "build",
+        "homepage",
+        "--board",
+        "qemu-virt-arm64",
+        "-s",
+        f"site={site}",
+        "--images",
+        str(images),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    erofs = extract_partition(Path(out["image_dir"]), "ak-root", tmp_path / "root.erofs")
+    extracted = tmp_path / "x"
+    subprocess.run(
+        ["fsck.erofs", f"--extract={extracted}", str(erofs)], check=True, capture_output=True
+    )
+    assert (extracted / "srv/www/index.html").read_text() == "<p>my own site</p>\n"
