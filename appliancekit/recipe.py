@@ -110,6 +110,10 @@ from appliancekit.tomlsource import (
 )
 
 
+# Every appliance has this per-device setting, whether its recipe declares it or not.
+HOSTNAME_SETTING = "hostname"
+
+
 class SettingKind(StrEnum):
     STRING = "string"
     PATH = "path"  # a host directory or file; relative paths are relative to the recipe dir
@@ -153,6 +157,10 @@ class Service:
     user: str = "root"
     environment: tuple[tuple[str, str], ...] = ()
     working_directory: str = "/"
+    # Commands run (as the service's user, in order) before exec on every start, or only
+    # while `creates` does not exist yet: first-boot initialisation without a shell.
+    setup: tuple[tuple[str, ...], ...] = ()
+    creates: str | None = None
 
 
 @dataclass(frozen=True)
@@ -302,6 +310,8 @@ _SERVICE = (
     Field("user", string(), default="root"),
     Field("environment", string_table(), default=()),
     Field("working_directory", abs_path(), default="/"),
+    Field("setup", list_of(_argv), default=()),
+    Field("creates", abs_path(), default=None),
 )
 _FILE = (
     Field("path", abs_path(), required=True),
@@ -383,6 +393,16 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
         src.fail(("service",), "a debian appliance needs at least one [[service]]")
 
     settings = tuple(_build_setting(src, name, s) for name, s in top["settings"].items())
+    if not any(s.name == HOSTNAME_SETTING for s in settings):
+        settings += (
+            Setting(
+                HOSTNAME_SETTING,
+                SettingKind.STRING,
+                app["name"],
+                "The device's host name (set per device at flash time)",
+                per_device=True,
+            ),
+        )
     users = _build_users(src, top["user"])
     known_users = {"root"} | {u.name for u in users}
 
@@ -637,6 +657,9 @@ def resolve_settings(recipe: Recipe, overrides: Mapping[str, str]) -> ResolvedSe
             raw, base, origin = overrides[s.name], Path.cwd(), f"-s {s.name}"
         elif s.default is not None:
             raw, base, origin = s.default, recipe.directory, "default"
+        elif s.per_device:
+            values[s.name] = ""  # given per device at flash/publish time
+            continue
         else:
             raise UserError(
                 f"required setting {s.name} is not set (use -s {s.name}=VALUE)",

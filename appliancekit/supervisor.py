@@ -26,6 +26,9 @@ APPLYUIDGID = "/usr/bin/s6-applyuidgid"
 EXPORT = "/usr/lib/execline/bin/export"
 CD = "/usr/lib/execline/bin/cd"
 FDMOVE = "/usr/lib/execline/bin/fdmove"
+IF = "/usr/lib/execline/bin/if"
+IFELSE = "/usr/lib/execline/bin/ifelse"
+ELTEST = "/usr/lib/execline/bin/eltest"
 
 
 def quote(word: str) -> str:
@@ -44,7 +47,14 @@ def run_script(service: Service, users: Mapping[str, User]) -> str:
         user = users[service.user]
         gids = ",".join(str(g) for g in (user.gid, *_extra_gids(user, users)))
         lines.append(f"{APPLYUIDGID} -u {user.uid} -g {user.gid} -G {gids}")
-    lines.append(" ".join(quote(word) for word in service.exec))
+    main = " ".join(quote(word) for word in service.exec)
+    if service.setup:
+        if service.creates:
+            # ifelse { test } { then } else...: once `creates` exists, skip straight to exec
+            lines.append(f"{IFELSE} {{ {ELTEST} -e {quote(service.creates)} }} {{ {main} }}")
+        for command in service.setup:
+            lines.append(f"{IF} {{ {' '.join(quote(word) for word in command)} }}")
+    lines.append(main)
     return "\n".join(lines) + "\n"
 
 
@@ -57,11 +67,25 @@ def install(
 ) -> ClosureRequest:
     """Add the service directories; return what the supervisor needs kept from packages."""
     run_files = []
+    helpers: set[str] = set()
     for service in services:
+        if service.setup:
+            helpers |= {IF, *(command[0] for command in service.setup)}
+            if service.creates:
+                helpers |= {IFELSE, ELTEST}
         path = f"{SERVICE_DIR}/{service.name}/run"
         tree.add_file(path, run_script(service, users), mode=0o755)
         run_files.append(path)
     return ClosureRequest(
-        executables=(INIT[0], "/usr/bin/s6-supervise", APPLYUIDGID, EXPORT, CD, FDMOVE, *run_files),
+        executables=(
+            INIT[0],
+            "/usr/bin/s6-supervise",
+            APPLYUIDGID,
+            EXPORT,
+            CD,
+            FDMOVE,
+            *sorted(helpers),
+            *run_files,
+        ),
         origin="supervisor",
     )

@@ -117,8 +117,9 @@ def test_valid_recipe_loads(tmp_path: Path) -> None:
     assert r.backend == "debian"
     assert r.debian.packages == ("nginx-light",) and r.debian.suite == "trixie"
     assert r.debian.keep == ("/etc/nginx/mime.types",)
-    assert [s.name for s in r.settings] == ["site", "domain"]
-    site, domain = r.settings
+    assert [s.name for s in r.settings] == ["site", "domain", "hostname"]  # hostname is built in
+    site, domain, hostname = r.settings
+    assert hostname.per_device and hostname.default == r.name
     assert site.kind is SettingKind.PATH and site.default == "site"
     assert domain.default is None and domain.per_device is True
     assert r.users[0].name == "www-data" and r.users[0].uid == 33 and r.users[0].gid == 33

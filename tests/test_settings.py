@@ -105,6 +105,7 @@ def test_defaults_and_overrides(
         "admin": "admin@example.org",
         "domain": "example.org",  # lowercased
         "greeting": "hello",
+        "hostname": "demo",  # built in: every appliance has a per-device host name
         "site": str(public),  # relative to the current directory
         "tls": False,
         "token": "s3cret",
@@ -186,7 +187,7 @@ def test_unknown_override(recipe: Recipe) -> None:
     assert err.field == "settings.domian" and err.file == str(recipe.source_file)
     assert str(err).startswith(f"{recipe.source_file}: settings.domian: unknown setting 'domian'")
     assert "did you mean 'domain'" in str(err)
-    assert "admin, domain, greeting, site, tls, token, workers" in str(err)
+    assert "admin, domain, greeting, hostname, site, tls, token, workers" in str(err)
 
 
 def test_required_setting_missing(recipe: Recipe) -> None:
