@@ -12,8 +12,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import jinja2
+
 from appliancekit.board import Board
 from appliancekit.boot import boot_path
+from appliancekit.disk import extract_fat_file
+from appliancekit.errors import ToolError
 from appliancekit.manifest import Manifest
 from appliancekit.probes import ProbeResult, forward_map, forwards_for, wait_for_probes
 from appliancekit.qemu import BootError, Drive, Machine, QemuConfig
@@ -74,10 +78,36 @@ class _WatchedMachine:
         return self.machine.failure_tail(lines)
 
 
-def probes_from_manifest(manifest: Manifest) -> list[Probe]:
+def device_settings(disk: Path, manifest: Manifest, workdir: Path) -> dict[str, str]:
+    """Build-time settings overlaid with the disk's own settings.env (first definition wins,
+    as in the initramfs)."""
+    values = dict(manifest.settings)
+    target = workdir / "settings.env"
+    try:
+        extract_fat_file(disk, manifest.partition("ak-boot")["offset"], "settings.env", target)
+    except ToolError:
+        return values
+    seen: set[str] = set()
+    for line in target.read_text().replace("\r", "").splitlines():
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, value = line.split("=", 1)
+        if name not in seen:
+            seen.add(name)
+            values[name] = value
+    return values
+
+
+def probes_from_manifest(manifest: Manifest, settings: dict[str, str] | None = None) -> list[Probe]:
+    """The recipe's probes; their text fields are templates over the device's settings."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    context = {"settings": settings if settings is not None else dict(manifest.settings)}
     probes = []
     for raw in manifest.probes:
-        values = dict(raw)
+        values = {
+            key: env.from_string(value).render(context) if isinstance(value, str) else value
+            for key, value in raw.items()
+        }
         values["kind"] = ProbeKind(values["kind"])
         probes.append(Probe(**values))
     return probes
@@ -108,11 +138,11 @@ def boot_test(
     log_dir: Path | None = None,
 ) -> BootTestReport:
     disk = disk or image_dir / manifest.disk["path"]
-    probes = probes_from_manifest(manifest)
-    forwards = forwards_for(probes, manifest.ports)
     log_dir = log_dir or image_dir
     with tempfile.TemporaryDirectory(prefix="boottest.") as tmp:
         workdir = Path(tmp)
+        probes = probes_from_manifest(manifest, device_settings(disk, manifest, workdir))
+        forwards = forwards_for(probes, manifest.ports)
         config = qemu_config(board, disk, manifest, workdir, forwards)
         machine = Machine(config, workdir)
         watched = _WatchedMachine(machine)

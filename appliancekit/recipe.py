@@ -109,7 +109,6 @@ from appliancekit.tomlsource import (
     type_name,
 )
 
-
 # Every appliance has this per-device setting, whether its recipe declares it or not.
 HOSTNAME_SETTING = "hostname"
 

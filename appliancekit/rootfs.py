@@ -25,6 +25,13 @@ from appliancekit.sources.unpack import UnpackedPackage
 from appliancekit.tree import Entry, RootTree
 
 DATA_MOUNT = "/data"
+# Per-device settings are not known at build time: templates get a placeholder for them,
+# the rendered file is kept under PER_DEVICE_SOURCE and the initramfs fills the values in
+# (from settings.env on the boot partition) into PER_DEVICE_TARGET, where the real path links.
+PER_DEVICE_SOURCE = "/etc/appliancekit/per-device"
+PER_DEVICE_TARGET = "/run/appliancekit/per-device"
+PER_DEVICE_FILES = "/etc/appliancekit/per-device-files"
+SETTINGS_DEFAULTS = "/etc/appliancekit/settings.defaults"
 # Directories the initramfs creates at every boot (state on /data, runtime dirs on /run):
 # "PATH UID GID MODE" lines.
 BOOT_DIRS_FILE = "/etc/appliancekit/boot-dirs"
@@ -76,7 +83,9 @@ def build_root(
     _merged_usr_links(tree)
     _identity(tree, recipe, users)
     context = template_context(recipe, settings, board, users)
-    _generated_files(tree, recipe, context, users)
+    per_device = _generated_files(tree, recipe, context, users)
+    tree.add_file(PER_DEVICE_FILES, "".join(f"{line}\n" for line in per_device))
+    tree.add_file(SETTINGS_DEFAULTS, _settings_defaults(recipe, settings))
     _copied_trees(tree, recipe, context, users)
     boot_dirs = _data_links(tree, recipe, users) + _runtime_dirs(recipe, users)
     tree.add_file(BOOT_DIRS_FILE, "".join(f"{line}\n" for line in boot_dirs))
@@ -178,13 +187,34 @@ def _owner(users: Mapping[str, User], name: str, what: str) -> User:
 
 def _generated_files(
     tree: RootTree, recipe: Recipe, context: Mapping[str, object], users: Mapping[str, User]
-) -> None:
+) -> list[str]:
+    """Render the recipe's files; returns the per-device ones as "PATH UID GID MODE" lines."""
+    per_device: list[str] = []
     for index, item in enumerate(recipe.files):
         what = f"file[{index}]"
         text = render(recipe, context, template=item.template, content=item.content, what=what)
         owner = _owner(users, item.owner, f"{what}.owner")
         tree.entries.pop(item.path, None)
-        tree.add_file(item.path, text, mode=item.mode, uid=owner.uid, gid=owner.gid)
+        if "@@AK:" in text:
+            tree.add_file(PER_DEVICE_SOURCE + item.path, text, mode=0o644)
+            tree.add_symlink(item.path, PER_DEVICE_TARGET + item.path)
+            per_device.append(f"{item.path} {owner.uid} {owner.gid} {item.mode:04o}")
+        else:
+            tree.add_file(item.path, text, mode=item.mode, uid=owner.uid, gid=owner.gid)
+    return per_device
+
+
+def _settings_defaults(recipe: Recipe, settings: ResolvedSettings) -> str:
+    """Build-time values of the per-device settings: used where settings.env is silent."""
+    values = settings.as_dict()
+    lines = []
+    for setting in recipe.settings:
+        if setting.per_device:
+            value = values.get(setting.name, "")
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            lines.append(f"{setting.name}={value}\n")
+    return "".join(sorted(lines))
 
 
 def _copied_trees(

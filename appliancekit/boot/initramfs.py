@@ -24,7 +24,15 @@ from appliancekit.board import Board
 from appliancekit.boot.kmod import KernelModule, KernelTree, resolve_modules
 from appliancekit.errors import ToolError
 from appliancekit.minimise import ClosureRequest, closure
-from appliancekit.rootfs import BOOT_DIRS_FILE, DATA_MOUNT, package_tree
+from appliancekit.rootfs import (
+    BOOT_DIRS_FILE,
+    DATA_MOUNT,
+    PER_DEVICE_FILES,
+    PER_DEVICE_SOURCE,
+    PER_DEVICE_TARGET,
+    SETTINGS_DEFAULTS,
+    package_tree,
+)
 from appliancekit.sources.unpack import UnpackedPackage
 from appliancekit.tree import RootTree, materialise
 
@@ -60,6 +68,8 @@ APPLETS = (
     "printf",
     "test",
     "[",
+    "tr",
+    "dirname",
 )
 PARTITION_NAMES = ("ak-boot", "ak-root", "ak-verity", "ak-data")
 
@@ -85,6 +95,10 @@ def render_init(board: Board, kernel_version: str, partition_numbers: dict[str, 
         partitions=partition_numbers,
         data_mount=DATA_MOUNT,
         boot_dirs=BOOT_DIRS_FILE,
+        per_device_files=PER_DEVICE_FILES,
+        per_device_source=PER_DEVICE_SOURCE,
+        per_device_target=PER_DEVICE_TARGET,
+        settings_defaults=SETTINGS_DEFAULTS,
         service_dir=supervisor.SERVICE_DIR,
         scan_dir=supervisor.SCAN_DIR,
         init=" ".join(supervisor.INIT),
@@ -123,6 +137,10 @@ def initramfs_tree(
     return tree
 
 
+# Every board reads per-device settings from a FAT boot partition.
+BOOT_PARTITION_MODULES = ("vfat", "nls_cp437", "nls_ascii", "nls_utf8")
+
+
 def build_initramfs(
     packages: Sequence[UnpackedPackage],
     board: Board,
@@ -130,7 +148,7 @@ def build_initramfs(
     output: Path,
     partition_numbers: dict[str, int],
 ) -> Initramfs:
-    modules = resolve_modules(kernel, board.kernel.modules)
+    modules = resolve_modules(kernel, (*board.kernel.modules, *BOOT_PARTITION_MODULES))
     tree = initramfs_tree(packages, board, kernel, modules, partition_numbers)
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         root = Path(tmp) / "root"

@@ -252,7 +252,9 @@ def scan_image(
             raise UserError(f"{image} is empty", file=image)
         data = data_extents(fd, size)
         forced = _block_extents(must_map, size)
-        regions = _block_extents([*data, *((s * BLOCK_SIZE, e * BLOCK_SIZE) for s, e in forced)], size)
+        regions = _block_extents(
+            [*data, *((s * BLOCK_SIZE, e * BLOCK_SIZE) for s, e in forced)], size
+        )
         forced_iter = _ForcedBlocks(forced)
 
         run_first: int | None = None
@@ -307,7 +309,9 @@ def scan_image(
         if progress is not None:
             progress.advance(size - pos)  # type: ignore[attr-defined]
     bmap = Bmap(image_size=size, ranges=tuple(ranges))
-    return ScanResult(bmap, full.hexdigest() if full is not None else None, sum(e - s for s, e in data))
+    return ScanResult(
+        bmap, full.hexdigest() if full is not None else None, sum(e - s for s, e in data)
+    )
 
 
 class _ForcedBlocks:
@@ -465,7 +469,9 @@ def parse_bmap(path: Path) -> Bmap:
     try:
         cs_len = len(hashlib.new(cs_type).hexdigest())
     except ValueError:
-        raise UserError(f"unknown checksum type {cs_type!r}", file=path, field="ChecksumType") from None
+        raise UserError(
+            f"unknown checksum type {cs_type!r}", file=path, field="ChecksumType"
+        ) from None
     if block_size <= 0 or image_size <= 0 or blocks_count != -(-image_size // block_size):
         raise UserError(
             f"inconsistent block map: {image_size} bytes is not {blocks_count} blocks of {block_size}",
@@ -473,7 +479,9 @@ def parse_bmap(path: Path) -> Bmap:
         )
     match = _CHECKSUM_RE.search(raw)
     if match is None or len(match.group(2)) != cs_len:
-        raise UserError("block map has no valid BmapFileChecksum", file=path, field="BmapFileChecksum")
+        raise UserError(
+            "block map has no valid BmapFileChecksum", file=path, field="BmapFileChecksum"
+        )
     zeroed = raw[: match.start(2)] + b"0" * cs_len + raw[match.end(2) :]
     actual = hashlib.new(cs_type, zeroed).hexdigest()
     if actual != match.group(2).decode().lower():

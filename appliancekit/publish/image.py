@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliancekit.digest import sha256_file
 from appliancekit.errors import UserError
 from appliancekit.manifest import Manifest, load_manifest
 from appliancekit.publish.bmap import (
@@ -17,7 +18,6 @@ from appliancekit.publish.bmap import (
     verify_image,
     write_bmap,
 )
-from appliancekit.digest import sha256_file
 
 SHA256SUMS = "SHA256SUMS"
 _SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
@@ -97,9 +97,7 @@ def open_image_dir(image_dir: Path, *, progress: object | None = None) -> Verifi
         bmap = parse_bmap(bmap_file)
         verify_image(disk, bmap, progress=progress)
         return VerifiedImage(image_dir, manifest, disk, expected, bmap)
-    scan = scan_image(
-        disk, must_map_extents(manifest, disk), full_digest=True, progress=progress
-    )
+    scan = scan_image(disk, must_map_extents(manifest, disk), full_digest=True, progress=progress)
     if scan.sha256 != expected:
         raise UserError(
             f"checksum mismatch: {disk.name} is {scan.sha256}, SHA256SUMS says {expected}",

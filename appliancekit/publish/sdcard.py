@@ -60,7 +60,9 @@ def release_names(name: str) -> tuple[str, str]:
     return f"{name}.img.zst", f"{name}.img.bmap"
 
 
-def compress_image(source: Path, dest: Path, *, level: int = DEFAULT_LEVEL, progress: object | None = None) -> int:
+def compress_image(
+    source: Path, dest: Path, *, level: int = DEFAULT_LEVEL, progress: object | None = None
+) -> int:
     """zstd-compress a (sparse) raw image; holes are fed as zeros without reading them.
 
     Uses every CPU (zstd's own worker threads). Returns the compressed size.
@@ -95,7 +97,11 @@ def compress_image(source: Path, dest: Path, *, level: int = DEFAULT_LEVEL, prog
 
 
 def write_release(
-    image: VerifiedImage, out_dir: Path, *, level: int = DEFAULT_LEVEL, progress: object | None = None
+    image: VerifiedImage,
+    out_dir: Path,
+    *,
+    level: int = DEFAULT_LEVEL,
+    progress: object | None = None,
 ) -> SdcardRelease:
     """Write the release directory for an already verified image (atomically: a temp dir
     next to out_dir is renamed over it)."""
@@ -148,7 +154,11 @@ def publish_sdcard(
     from appliancekit.output import Reporter
 
     rep = reporter if isinstance(reporter, Reporter) else Reporter()
-    size = (Path(image_dir) / "disk.img").stat().st_size if (Path(image_dir) / "disk.img").exists() else None
+    size = (
+        (Path(image_dir) / "disk.img").stat().st_size
+        if (Path(image_dir) / "disk.img").exists()
+        else None
+    )
     with rep.progress("verifying image", total=size) as task:
         image = open_image_dir(image_dir, progress=task)
     with rep.progress("compressing image", total=image.size) as task:
