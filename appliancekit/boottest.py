@@ -29,6 +29,7 @@ FATAL = re.compile(
     r"appliancekit: FATAL|Kernel panic|verity: .*(?:corrupted|error)|"
     r"Attempted to kill init|Unable to mount root"
 )
+HANDOVER = re.compile(r"appliancekit: switching root|" + FATAL.pattern)
 MARKERS = {
     "initramfs": "appliancekit: initramfs started",
     "root_mounted": "appliancekit: sealed root verified and mounted",
@@ -153,6 +154,11 @@ def boot_test(
         try:
             with machine:
                 machine.start()
+                # Probing before the guest has a network only leaves connections hanging in
+                # QEMU's user-mode stack; the hand-over marker says services are starting.
+                seen = machine.wait_for_serial(HANDOVER, timeout)
+                if FATAL.search(machine.serial_text()):
+                    raise BootError(f"boot failed after {seen:.1f}s", machine.failure_tail())
                 results = wait_for_probes(probes, forward_map(forwards), timeout, watched)  # type: ignore[arg-type]
                 if all(r.ok for r in results):
                     healthy = time.monotonic() - machine.started_at

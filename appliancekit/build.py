@@ -140,7 +140,7 @@ def input_fingerprint(plan: BuildPlan, sources: ResolvedSources) -> str:
     return fingerprint(
         {
             "appliancekit": appliancekit.__version__,
-            "code": _tree_digest(Path(appliancekit.__file__).parent),
+            "code": _code_digest(),
             "recipe": _tree_digest(plan.recipe.directory),
             "board": sha256_file(plan.board.source_file),
             "settings": settings,
@@ -149,6 +149,31 @@ def input_fingerprint(plan: BuildPlan, sources: ResolvedSources) -> str:
             ],
         }
     )
+
+
+# The code that decides an image's bytes; editing the CLI, publishing or tests does not
+# invalidate built images.
+IMAGE_CODE = (
+    "board.py",
+    "build.py",
+    "digest.py",
+    "disk.py",
+    "manifest.py",
+    "minimise.py",
+    "recipe.py",
+    "rootfs.py",
+    "seal.py",
+    "supervisor.py",
+    "tomlsource.py",
+    "tree.py",
+    "boot",
+    "sources",
+)
+
+
+def _code_digest() -> str:
+    package = Path(appliancekit.__file__).parent
+    return fingerprint([(name, _tree_digest(package / name)) for name in IMAGE_CODE])
 
 
 def _tree_digest(path: Path) -> str:

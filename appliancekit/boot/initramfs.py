@@ -158,6 +158,29 @@ def build_initramfs(
     return Initramfs(output, kernel.version, tuple(m.name for m in modules), output.stat().st_size)
 
 
+def build_marker_initramfs(packages: Sequence[UnpackedPackage], board: Board, output: Path) -> Path:
+    """The floor for boot benchmarks: busybox printing a marker and powering off."""
+    full = package_tree(packages)
+    tree = RootTree()
+    for path in closure(full, board.arch, [ClosureRequest(executables=("/usr/bin/busybox",))]):
+        tree.entries[path] = full.entries[path]
+    for applet in ("sh", "echo", "mount", "poweroff", "sleep"):
+        tree.add_symlink(f"/usr/bin/{applet}", "busybox")
+    tree.add_symlink("/bin", "usr/bin")
+    tree.ensure_dir("/dev")
+    tree.add_file(
+        "/init",
+        "#!/usr/bin/busybox sh\nmount -t devtmpfs devtmpfs /dev\n"
+        "echo appliancekit-marker > /dev/console\npoweroff -f\n",
+        mode=0o755,
+    )
+    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
+        root = Path(tmp) / "root"
+        materialise(tree, root)
+        _write_cpio(root, output)
+    return output
+
+
 def _depmod(root: Path, version: str) -> None:
     # modules.dep/alias let the kernel's own module requests (e.g. crypto algorithms) work.
     result = subprocess.run(

@@ -42,6 +42,7 @@ class DebPackage:
     sha256: str
     size: int
     filename: str  # pool path in the archive
+    installed_size: int = 0  # bytes, from the index's Installed-Size (KiB)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -211,6 +212,7 @@ class AptSource:
                     sha256=stanza["SHA256"],
                     size=int(stanza["Size"]),
                     filename=stanza["Filename"],
+                    installed_size=int(stanza.get("Installed-Size", "0")) * 1024,
                 )
         missing = wanted - found.keys()
         if missing:
