@@ -7,9 +7,10 @@ file only says which QEMU model stands in for the hardware.
 from __future__ import annotations
 
 import re
+import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import jinja2
@@ -21,7 +22,7 @@ from appliancekit.errors import ToolError
 from appliancekit.manifest import Manifest
 from appliancekit.probes import ProbeResult, forward_map, forwards_for, wait_for_probes
 from appliancekit.qemu import BootError, Drive, Machine, QemuConfig
-from appliancekit.recipe import Probe, ProbeKind
+from appliancekit.recipe import Probe, ProbeKind, ProbePhase
 
 # Serial console lines that mean the boot cannot succeed: stop at once instead of waiting
 # for probe timeouts.
@@ -103,19 +104,28 @@ def probes_from_manifest(manifest: Manifest, settings: dict[str, str] | None = N
     """The recipe's probes; their text fields are templates over the device's settings."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
     context = {"settings": settings if settings is not None else dict(manifest.settings)}
+
+    def render(value: object) -> object:
+        return env.from_string(value).render(context) if isinstance(value, str) else value
+
     probes = []
     for raw in manifest.probes:
-        values = {
-            key: env.from_string(value).render(context) if isinstance(value, str) else value
-            for key, value in raw.items()
-        }
+        values = {key: render(value) for key, value in raw.items() if key != "params"}
         values["kind"] = ProbeKind(values["kind"])
+        values["phase"] = ProbePhase(values.get("phase", ProbePhase.EVERY))
+        values["params"] = tuple((str(k), str(render(v))) for k, v in raw.get("params", ()))
         probes.append(Probe(**values))
     return probes
 
 
 def qemu_config(
-    board: Board, disk: Path, manifest: Manifest, workdir: Path, forwards: tuple
+    board: Board,
+    disk: Path,
+    manifest: Manifest,
+    workdir: Path,
+    forwards: tuple,
+    *,
+    snapshot: bool = True,
 ) -> QemuConfig:
     boot = boot_path(board).qemu_boot(disk, manifest.partition("ak-boot")["offset"], workdir)
     return QemuConfig.from_spec(
@@ -124,7 +134,7 @@ def qemu_config(
         initrd=boot.initrd,
         append=boot.append,
         dtb=boot.dtb,
-        drives=(Drive(disk, device=board.qemu.disk_device, snapshot=True),),
+        drives=(Drive(disk, device=board.qemu.disk_device, snapshot=snapshot),),
         forwards=forwards,
     )
 
@@ -138,57 +148,105 @@ def boot_test(
     timeout: float = 240.0,
     log_dir: Path | None = None,
 ) -> BootTestReport:
+    """Boot, wait for the hand-over, run the probes. Recipes with first-boot/after-reboot
+    probes are booted twice on a writable copy, so their state must survive a power-off."""
     disk = disk or image_dir / manifest.disk["path"]
     log_dir = log_dir or image_dir
     with tempfile.TemporaryDirectory(prefix="boottest.") as tmp:
         workdir = Path(tmp)
         probes = probes_from_manifest(manifest, device_settings(disk, manifest, workdir))
         forwards = forwards_for(probes, manifest.ports)
-        config = qemu_config(board, disk, manifest, workdir, forwards)
-        machine = Machine(config, workdir)
-        watched = _WatchedMachine(machine)
-        markers: dict[str, float] = {}
-        results: list[ProbeResult] = []
-        failure: str | None = None
-        healthy: float | None = None
-        try:
-            with machine:
-                machine.start()
-                # Probing before the guest has a network only leaves connections hanging in
-                # QEMU's user-mode stack; the hand-over marker says services are starting.
-                seen = machine.wait_for_serial(HANDOVER, timeout)
-                if FATAL.search(machine.serial_text()):
-                    raise BootError(f"boot failed after {seen:.1f}s", machine.failure_tail())
-                results = wait_for_probes(probes, forward_map(forwards), timeout, watched)  # type: ignore[arg-type]
-                if all(r.ok for r in results):
-                    healthy = time.monotonic() - machine.started_at
-                else:
-                    failed = next(r for r in results if not r.ok)
-                    failure = f"probe {failed.name} failed: {failed.detail}"
-                    if watched.fatal:
-                        failure = f"boot failed ({watched.fatal}); {failure}"
-                markers = _markers(machine)
-                machine.powerdown(timeout=5)
-        except BootError as exc:
-            failure = str(exc)
-        serial = machine.serial_text()
+        reboot = any(p.phase != ProbePhase.EVERY for p in probes)
+        if reboot:
+            copy = workdir / "disk.img"
+            subprocess.run(["cp", "--sparse=always", str(disk), str(copy)], check=True)
+            disk = copy
+        phases = [ProbePhase.FIRST, ProbePhase.REBOOT] if reboot else [ProbePhase.EVERY]
+        boots = []
+        for number, phase in enumerate(phases, start=1):
+            selected = [p for p in probes if p.phase in (ProbePhase.EVERY, phase)]
+            config = qemu_config(board, disk, manifest, workdir, forwards, snapshot=not reboot)
+            boots.append(_boot_once(config, workdir / f"boot{number}", selected, timeout))
+            if not boots[-1].passed:
+                break
+        serial = "\n".join(b.serial for b in boots)
         log_path = log_dir / "serial.log"
         try:
             log_path.write_text(serial)
         except OSError:
-            log_path = machine.serial_log
-        tail = "" if failure is None else machine.failure_tail(30)
+            log_path = workdir / "serial.log"
+    first = boots[0]
+    failed = next((b for b in boots if not b.passed), None)
+    results = []
+    for number, boot in enumerate(boots, start=1):
+        suffix = " (after reboot)" if number > 1 else ""
+        results += [replace(r, name=r.name + suffix) for r in boot.results]
+    notes = []
+    if reboot:
+        notes.append(
+            "booted twice on a writable copy: state from the first boot was checked after a power-off"
+        )
+        if len(boots) > 1 and boots[1].healthy is not None:
+            notes.append(f"second boot healthy after {boots[1].healthy:.1f}s")
     return BootTestReport(
         name=manifest.name,
         board=board.name,
-        passed=failure is None,
-        boot_to_healthy=healthy,
-        markers=markers,
+        passed=failed is None,
+        boot_to_healthy=first.healthy,
+        markers=first.markers,
         probes=results,
         serial_log=str(log_path),
-        failure=failure,
-        serial_tail=tail,
+        failure=None if failed is None else failed.failure,
+        serial_tail="" if failed is None else failed.tail,
+        notes=notes,
     )
+
+
+@dataclass
+class _Boot:
+    results: list[ProbeResult]
+    markers: dict[str, float]
+    healthy: float | None
+    failure: str | None
+    tail: str
+    serial: str
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None
+
+
+def _boot_once(config: QemuConfig, workdir: Path, probes: list[Probe], timeout: float) -> _Boot:
+    workdir.mkdir(parents=True, exist_ok=True)
+    machine = Machine(config, workdir)
+    watched = _WatchedMachine(machine)
+    results: list[ProbeResult] = []
+    markers: dict[str, float] = {}
+    failure: str | None = None
+    healthy: float | None = None
+    try:
+        with machine:
+            machine.start()
+            # Probing before the guest has a network only leaves connections hanging in
+            # QEMU's user-mode stack; the hand-over marker says services are starting.
+            seen = machine.wait_for_serial(HANDOVER, timeout)
+            if FATAL.search(machine.serial_text()):
+                raise BootError(f"boot failed after {seen:.1f}s", machine.failure_tail())
+            forwards = forward_map(config.forwards)
+            results = wait_for_probes(probes, forwards, timeout, watched)  # type: ignore[arg-type]
+            if all(r.ok for r in results):
+                healthy = time.monotonic() - machine.started_at
+            else:
+                failed = next(r for r in results if not r.ok)
+                failure = f"probe {failed.name} failed: {failed.detail}"
+                if watched.fatal:
+                    failure = f"boot failed ({watched.fatal}); {failure}"
+            markers = _markers(machine)
+            machine.powerdown(timeout=5)
+    except BootError as exc:
+        failure = str(exc)
+    tail = "" if failure is None else machine.failure_tail(30)
+    return _Boot(results, markers, healthy, failure, tail, machine.serial_text())
 
 
 _MARKER_TIME = re.compile(r"appliancekit: (.+?) \[uptime ([0-9.]+)s\]")

@@ -131,6 +131,15 @@ class ProbeKind(StrEnum):
     IMAP = "imap"
 
 
+class ProbePhase(StrEnum):
+    """When a probe runs. A recipe with first/reboot probes is booted twice on a writable
+    copy of its image: state made on the first boot must still be there after the reboot."""
+
+    EVERY = "every"
+    FIRST = "first"  # first boot only (e.g. create data through the service's API)
+    REBOOT = "reboot"  # after the reboot only (e.g. the data is still there)
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -191,6 +200,11 @@ class Probe:
     query: str = ""  # dns: "NAME TYPE"
     expect: str = ""  # dns: expected answer text
     timeout: float = 60.0
+    phase: ProbePhase = ProbePhase.EVERY
+    params: tuple[tuple[str, str], ...] = ()  # kind-specific, jinja2 over the device settings
+
+    def param(self, name: str, default: str = "") -> str:
+        return dict(self.params).get(name, default)
 
 
 @dataclass(frozen=True)
@@ -336,6 +350,8 @@ _PROBE = (
     Field("query", string(nonempty=False), default=""),
     Field("expect", string(nonempty=False), default=""),
     Field("timeout", number(), default=60.0),
+    Field("phase", choice(ProbePhase, what="probe phase"), default=ProbePhase.EVERY),
+    Field("params", string_table(), default=()),
 )
 _RECIPE = (
     Field("appliance", table(_APPLIANCE), required=True),
