@@ -52,6 +52,7 @@ from appliancekit.tomlsource import (
     list_of,
     optional_string,
     string,
+    string_table,
     table,
 )
 
@@ -121,6 +122,17 @@ class QemuSpec:
 
 
 @dataclass(frozen=True)
+class FirmwareSpec:
+    """What the boot path reads besides kernel and initramfs: Debian packages (Pi firmware,
+    U-Boot, an EFI stub) and which of their files go where on the boot partition."""
+
+    packages: tuple[str, ...] = ()
+    # boot-partition path -> path in the firmware or kernel packages (globs allowed;
+    # a destination ending in "/" receives every match)
+    files: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Board:
     name: str
     summary: str
@@ -131,6 +143,7 @@ class Board:
     disk: DiskSpec
     qemu: QemuSpec
     suite: str = "trixie"
+    firmware: FirmwareSpec = FirmwareSpec()
 
 
 # --------------------------------------------------------------------------- loading
@@ -173,8 +186,13 @@ _QEMU = (
     Field("firmware", optional_string(), default=None),
     Field("extra_args", list_of(string(nonempty=False)), default=()),
 )
+_FIRMWARE = (
+    Field("packages", list_of(string()), default=()),
+    Field("files", string_table(), default=()),
+)
 _TOP = (
     Field("board", table(_BOARD), required=True),
+    Field("firmware", table(_FIRMWARE), default=None),
     Field("kernel", table(_KERNEL), required=True),
     Field("disk", table(_DISK), required=True),
     Field("qemu", table(_QEMU), required=True),
@@ -196,6 +214,7 @@ def load_board(path: Path) -> Board:
         kernel=KernelSpec(**top["kernel"]),
         disk=DiskSpec(**top["disk"]),
         qemu=QemuSpec(**top["qemu"]),
+        firmware=FirmwareSpec(**top["firmware"]) if top["firmware"] else FirmwareSpec(),
         **board,
     )
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import appliancekit
 from appliancekit import supervisor
 from appliancekit.board import Board
-from appliancekit.boot import boot_path
+from appliancekit.boot import BootInputs, boot_path
 from appliancekit.boot import initramfs as initramfs_stage
 from appliancekit.boot.kmod import find_kernel
 from appliancekit.cache import Cache
@@ -73,6 +73,10 @@ class ResolvedSources:
     root: tuple[DebPackage, ...]
     initramfs: tuple[DebPackage, ...]
     kernel: tuple[DebPackage, ...]
+    firmware: tuple[DebPackage, ...] = ()
+
+    def all(self) -> list[DebPackage]:
+        return sorted(set(self.root + self.initramfs + self.kernel + self.firmware))
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ def build(
         return BuildResult(plan.output_dir, existing, False, time.monotonic() - started)
 
     reporter.step("downloading packages")
-    all_packages = sorted(set(sources.root + sources.initramfs + sources.kernel))
+    all_packages = sources.all()
     fetched = {f.package: f for f in apt.fetch(all_packages)}
     reporter.step("unpacking packages")
     unpacked = {p: unpack(cache, fetched[p]) for p in all_packages}
@@ -125,6 +129,12 @@ def resolve_sources(plan: BuildPlan, apt: AptSource) -> ResolvedSources:
         root=tuple(apt.resolve(root_names)),
         initramfs=tuple(apt.resolve(initramfs_stage.PACKAGES)),
         kernel=tuple(select_kernel_packages(apt.resolve([plan.board.kernel.package]))),
+        # only the named packages: their dependencies serve maintainer scripts, not the boot
+        firmware=tuple(
+            p
+            for p in apt.resolve(plan.board.firmware.packages)
+            if p.name in plan.board.firmware.packages
+        ),
     )
 
 
@@ -225,11 +235,23 @@ def _build_into(
         PARTITION_NUMBERS,
     )
     cmdline = kernel_cmdline(board, sealed.kernel_cmdline())
-    path_module = boot_path(board)
-    boot_files = path_module.boot_files(kernel.image, initramfs.path, cmdline, work)
-    boot_bytes = sum(p.stat().st_size for p in boot_files.values())
+    boot_work = work / "boot"
+    boot_work.mkdir()
+    boot = boot_path(board).layout(
+        BootInputs(
+            board=board,
+            kernel=kernel,
+            kernel_package=unpacked[kernel_pkg],
+            initramfs=initramfs.path,
+            cmdline=cmdline,
+            firmware=tuple(unpacked[p] for p in sources.firmware),
+            workdir=boot_work,
+            seed=inputs,
+        )
+    )
+    boot_bytes = sum(p.stat().st_size for p in boot.files.values())
     boot_size = max(board.disk.boot_size_mib * MIB, _round_mib(boot_bytes * 1.1 + 4 * MIB))
-    boot_image = make_fat_image(work / "boot.vfat", boot_files, boot_size, "AK-BOOT", inputs)
+    boot_image = make_fat_image(work / "boot.vfat", boot.files, boot_size, "AK-BOOT", inputs)
 
     reporter.step("assembling the disk image")
     disk = assemble_disk(
@@ -237,12 +259,15 @@ def _build_into(
         board.disk.table.value,
         board.arch.value,
         [
-            PartitionSpec("ak-boot", PartitionRole.BOOT, boot_size, boot_image, bootable=True),
+            PartitionSpec("ak-boot", boot.role, boot_size, boot_image, bootable=True),
             PartitionSpec("ak-root", PartitionRole.ROOT, 0, sealed.erofs_image),
             PartitionSpec("ak-verity", PartitionRole.VERITY, 0, sealed.verity_image),
             PartitionSpec("ak-data", PartitionRole.DATA, board.disk.data_size_mib * MIB, None),
         ],
         inputs,
+        first_offset=boot.first_offset,
+        reserved_head=boot.reserved_head,
+        round_to_power_of_two=boot.round_to_power_of_two,
     )
     sealed_size = sealed.erofs_image.stat().st_size
     (out / SIZE_REPORT_JSON).write_text(
@@ -266,6 +291,7 @@ def _build_into(
                 ("root", sources.root),
                 ("initramfs", sources.initramfs),
                 ("kernel", sources.kernel),
+                ("firmware", sources.firmware),
             )
             for p in group
         ],

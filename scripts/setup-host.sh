@@ -6,7 +6,7 @@ packages=(
   python3 python3-venv python3-pip
   qemu-system-arm qemu-system-x86 qemu-efi-aarch64 qemu-efi-arm ovmf
   erofs-utils cryptsetup-bin fdisk dosfstools mtools e2fsprogs cpio kmod
-  bmap-tools zstd xz-utils git make
+  bmap-tools zstd xz-utils git make nix-bin
 )
 missing=()
 for p in "${packages[@]}"; do

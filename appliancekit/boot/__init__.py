@@ -1,28 +1,101 @@
 """Boot paths: how a board's firmware finds the kernel, initramfs and command line.
 
-Each boot path is one module exposing `boot_files(...)` (what goes on the boot partition)
-and `qemu_boot(...)` (how the boot test starts the same files the way the board would).
-A new board with an existing boot path needs only a boards/NAME.toml.
+Each boot path is one module with two functions:
+- `layout(inputs: BootInputs) -> BootLayout`: the boot partition's files and what the disk
+  needs around them (a gap for U-Boot's SPL, a power-of-two size for the Pi model, ...);
+- `qemu_boot(disk, manifest, board, workdir) -> QemuBoot`: how the boot test starts the
+  very files in the built image the way the board's firmware would.
+A new board with an existing boot path is only a boards/NAME.toml.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 from appliancekit.board import Board, BootPath
+from appliancekit.boot.kmod import KernelTree
+from appliancekit.disk import PartitionRole
+from appliancekit.errors import UserError
+from appliancekit.sources.unpack import UnpackedPackage
 
+MIB = 1 << 20
 _MODULES = {BootPath.DIRECT: "appliancekit.boot.direct"}
+
+
+@dataclass(frozen=True)
+class BootInputs:
+    board: Board
+    kernel: KernelTree
+    kernel_package: UnpackedPackage  # device trees live in the kernel package too
+    initramfs: Path
+    cmdline: str
+    firmware: tuple[UnpackedPackage, ...]  # the board's [firmware] packages
+    workdir: Path  # scratch space for generated boot files
+    seed: str  # for anything that must be reproducible
+
+
+@dataclass(frozen=True)
+class BootLayout:
+    files: dict[str, Path]  # boot partition path -> host file
+    role: PartitionRole = PartitionRole.BOOT  # ESP on UEFI boards
+    first_offset: int = MIB
+    reserved_head: tuple[tuple[int, Path], ...] = ()  # raw writes before the first partition
+    round_to_power_of_two: bool = False
+
+
+@dataclass(frozen=True)
+class QemuBoot:
+    kernel: Path | None = None
+    initrd: Path | None = None
+    append: str | None = None
+    dtb: Path | None = None
+    firmware: Path | None = None  # overrides the board's QEMU firmware (e.g. a U-Boot image)
 
 
 def boot_path(board: Board) -> ModuleType:
     name = _MODULES.get(board.boot)
     if name is None:
-        from appliancekit.errors import UserError
-
         raise UserError(
             f"boot path {board.boot.value!r} is not implemented yet",
             file=board.source_file,
             field="board.boot",
         )
     return importlib.import_module(name)
+
+
+def firmware_files(inputs: BootInputs) -> dict[str, Path]:
+    """The board's [firmware] files table resolved against the firmware and kernel packages."""
+    packages: Sequence[UnpackedPackage] = (*inputs.firmware, inputs.kernel_package)
+    files: dict[str, Path] = {}
+    for destination, pattern in inputs.board.firmware.files:
+        matches = sorted(
+            {
+                (item.path, unpacked.host_path(item.path))
+                for unpacked in packages
+                for item in unpacked.files
+                if item.kind == "file" and fnmatch.fnmatchcase(item.path, pattern)
+            }
+        )
+        if not matches:
+            raise UserError(
+                f"no file matches {pattern!r} in {', '.join(p.package.name for p in packages)}",
+                file=inputs.board.source_file,
+                field=f"firmware.files.{destination}",
+            )
+        if destination.endswith("/"):
+            for path, host in matches:
+                files[destination + path.rsplit("/", 1)[-1]] = host
+        elif len(matches) > 1:
+            raise UserError(
+                f"{pattern!r} matches {len(matches)} files; end the destination with / to take all",
+                file=inputs.board.source_file,
+                field=f"firmware.files.{destination}",
+            )
+        else:
+            files[destination] = matches[0][1]
+    return files

@@ -1,4 +1,4 @@
-"""Direct kernel boot: QEMU (or a bootloader reading a FAT partition) loads `Image`,
+"""Direct kernel boot: QEMU (or any loader reading a FAT partition) starts `Image`,
 `initrd.img` and `cmdline.txt` from the image's boot partition.
 
 The boot test always takes these files out of the built disk image, never from the build
@@ -7,33 +7,29 @@ directory, so what is tested is what ships.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+from appliancekit.board import Board
+from appliancekit.boot import BootInputs, BootLayout, QemuBoot, firmware_files
 from appliancekit.disk import extract_fat_file
+from appliancekit.manifest import Manifest
 
 KERNEL = "Image"
 INITRD = "initrd.img"
 CMDLINE = "cmdline.txt"
 
 
-@dataclass(frozen=True)
-class QemuBoot:
-    kernel: Path | None
-    initrd: Path | None
-    append: str | None
-    dtb: Path | None = None
+def layout(inputs: BootInputs) -> BootLayout:
+    cmdline_file = inputs.workdir / CMDLINE
+    cmdline_file.write_text(inputs.cmdline + "\n")
+    files = {KERNEL: inputs.kernel.image, INITRD: inputs.initramfs, CMDLINE: cmdline_file}
+    return BootLayout(files={**firmware_files(inputs), **files})
 
 
-def boot_files(kernel_image: Path, initramfs: Path, cmdline: str, workdir: Path) -> dict[str, Path]:
-    cmdline_file = workdir / CMDLINE
-    cmdline_file.write_text(cmdline + "\n")
-    return {KERNEL: kernel_image, INITRD: initramfs, CMDLINE: cmdline_file}
-
-
-def qemu_boot(disk: Path, boot_offset: int, workdir: Path) -> QemuBoot:
+def qemu_boot(disk: Path, manifest: Manifest, board: Board, workdir: Path) -> QemuBoot:
+    offset = manifest.partition("ak-boot")["offset"]
     for name in (KERNEL, INITRD, CMDLINE):
-        extract_fat_file(disk, boot_offset, name, workdir / name)
+        extract_fat_file(disk, offset, name, workdir / name)
     return QemuBoot(
         kernel=workdir / KERNEL,
         initrd=workdir / INITRD,

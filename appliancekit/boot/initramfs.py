@@ -36,8 +36,14 @@ from appliancekit.rootfs import (
 from appliancekit.sources.unpack import UnpackedPackage
 from appliancekit.tree import RootTree, materialise
 
-PACKAGES = ("busybox-static", "dmsetup", "e2fsprogs")
-EXECUTABLES = ("/usr/bin/busybox", "/usr/sbin/dmsetup", "/usr/sbin/mke2fs")
+PACKAGES = ("busybox-static", "dmsetup", "e2fsprogs", "fdisk")
+EXECUTABLES = (
+    "/usr/bin/busybox",
+    "/usr/sbin/dmsetup",
+    "/usr/sbin/mke2fs",
+    "/usr/sbin/resize2fs",
+    "/usr/sbin/sfdisk",
+)
 KEEP = ("/etc/mke2fs.conf",)
 # Busybox applets the init script uses, linked at build time (busybox --install would
 # replace e2fsprogs' own mke2fs with busybox's reduced one).
@@ -70,6 +76,10 @@ APPLETS = (
     "[",
     "tr",
     "dirname",
+    "readlink",
+    "blockdev",
+    "df",
+    "sync",
 )
 PARTITION_NAMES = ("ak-boot", "ak-root", "ak-verity", "ak-data")
 

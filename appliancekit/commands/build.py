@@ -75,6 +75,11 @@ images_option = click.option(
 @images_option
 @click.option("--refresh", is_flag=True, help="Refresh the Debian package indexes first.")
 @click.option("--force", is_flag=True, help="Rebuild even if nothing changed.")
+@click.option(
+    "--backend",
+    type=click.Choice(["debian", "nixos"]),
+    help="debian (built here) or nixos (a flake, built where Nix is); default: the recipe's.",
+)
 @json_option
 @click.pass_context
 @handle_errors
@@ -86,11 +91,29 @@ def build_command(
     images: Path | None,
     refresh: bool,
     force: bool,
+    backend: str | None,
     json_mode: bool,
 ) -> None:
-    """Build RECIPE for a board into images/RECIPE-BOARD/."""
+    """Build RECIPE for a board into images/RECIPE-BOARD/.
+
+    Exit codes: 0 built, 2 bad input, 3 NixOS flake rendered but Nix is needed to build it."""
     reporter = reporter_from(ctx, json_mode)
     plan = make_plan(recipe, board, settings, images)
+    if (backend or plan.recipe.backend) == "nixos":
+        from appliancekit.nixos import build_nixos
+
+        nix = build_nixos(plan.recipe, plan.board, plan.settings, plan.images_dir, reporter)
+        if json_mode:
+            emit_json(
+                {
+                    "image_dir": str(nix.output_dir),
+                    "flake": str(nix.flake.directory),
+                    "backend": "nixos",
+                }
+            )
+        else:
+            click.echo(f"{plan.name}: NixOS image built: {nix.output_dir}")
+        return
     result = run_build(plan, reporter, refresh=refresh, force=force)
     summary = build_summary(result)
     if json_mode:

@@ -1,0 +1,199 @@
+"""`build --backend nixos`: render the flake into the image directory, then build it with Nix
+where Nix (with flakes) exists; otherwise stop with NeedsNixError (exit 3) naming the flake.
+
+Layout of images/RECIPE-BOARD/ after a NixOS build:
+    flake/            the rendered flake (always; what `nix build` was run on)
+    disk.img          the board's disk image (copied out of the Nix store)
+    manifest.json     Manifest with extra["backend"] == "nixos" (+ pin, seal, image module)
+    SHA256SUMS
+Everything is written under images/.tmp/ first and renamed into place, as the Debian backend
+does, so an interrupted build never leaves a half-written directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import appliancekit
+from appliancekit.board import Board
+from appliancekit.digest import fingerprint, sha256_file
+from appliancekit.disk import write_sha256sums
+from appliancekit.errors import NeedsNixError, ToolError
+from appliancekit.manifest import MANIFEST, Manifest, write_manifest
+from appliancekit.nixos.pin import NIXPKGS
+from appliancekit.nixos.render import NixRender, render_flake
+from appliancekit.output import Reporter
+from appliancekit.recipe import Recipe, ResolvedSettings
+
+FLAKE_DIR = "flake"
+DISK = "disk.img"
+NIX_FEATURES = ("--extra-experimental-features", "nix-command flakes")
+
+
+@dataclass(frozen=True)
+class NixBuildResult:
+    output_dir: Path
+    flake: NixRender
+    manifest: Manifest
+
+
+def nix_unavailable_reason() -> str | None:
+    """None when `nix` with flakes can build here; otherwise the one-line reason."""
+    nix = shutil.which("nix")
+    if nix is None:
+        return "nix is not on PATH"
+    try:
+        proc = subprocess.run(
+            [nix, *NIX_FEATURES, "flake", "--help"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"nix does not run: {exc}"
+    if proc.returncode != 0:
+        return "this nix has no flakes support (nix flake --help failed)"
+    # Nix can be installed where nixpkgs cannot be reached (as on these build hosts): that is
+    # the same "render here, build elsewhere" case, not a failed build.
+    try:
+        proc = subprocess.run(
+            [
+                nix,
+                *NIX_FEATURES,
+                "flake",
+                "prefetch",
+                "--option",
+                "connect-timeout",
+                "5",
+                "--json",
+                NIXPKGS.url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired:
+        return f"nixpkgs {NIXPKGS.short} could not be fetched in time"
+    if proc.returncode != 0:
+        return f"nixpkgs {NIXPKGS.short} cannot be fetched from this machine"
+    return None
+
+
+def build_nixos(
+    recipe: Recipe,
+    board: Board,
+    settings: ResolvedSettings,
+    images_dir: Path,
+    reporter: Reporter,
+) -> NixBuildResult:
+    """Render images_dir/RECIPE-BOARD/flake and build its image with Nix.
+
+    Without a usable Nix the flake is still put in place (complete: another machine can run
+    `nix build` on it) and NeedsNixError says where it is and why it was not built.
+    """
+    from appliancekit.build import _replace_dir  # lazily: appliancekit.build may import us
+
+    images_dir = Path(images_dir)
+    name = f"{recipe.name}-{board.name}"
+    final = images_dir / name
+    tmp_root = images_dir / ".tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{name}.nixos.", dir=tmp_root))
+    try:
+        out = work / "out"
+        reporter.step(f"{name}: rendering the NixOS flake (nixpkgs {NIXPKGS.short})")
+        flake = render_flake(recipe, board, settings, out / FLAKE_DIR)
+        reason = nix_unavailable_reason()
+        if reason is not None:
+            # only the flake is new: an image already in `final` (e.g. from the Debian
+            # backend) stays, and its flake/ is swapped atomically
+            if final.is_dir():
+                _replace_dir(out / FLAKE_DIR, final / FLAKE_DIR, tmp_root)
+            else:
+                _replace_dir(out, final, tmp_root)
+            raise NeedsNixError(
+                f"{final / FLAKE_DIR}: flake rendered, but building it needs Nix with flakes "
+                f"({reason}); run: nix build {final / FLAKE_DIR}#image"
+            )
+        manifest = _nix_build(out, flake, recipe, board, settings, reporter)
+        _replace_dir(out, final, tmp_root)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    flake = NixRender(**{**flake.__dict__, "directory": final / FLAKE_DIR})
+    return NixBuildResult(final, flake, manifest)
+
+
+def _nix_build(
+    out: Path,
+    flake: NixRender,
+    recipe: Recipe,
+    board: Board,
+    settings: ResolvedSettings,
+    reporter: Reporter,
+) -> Manifest:
+    flake_dir = out / FLAKE_DIR
+    target = f"path:{flake_dir}#packages.{flake.build_system}.image"
+    reporter.step(f"nix build {target}")
+    link = out / "result"
+    proc = subprocess.run(
+        ["nix", *NIX_FEATURES, "build", "--print-build-logs", "--out-link", str(link), target],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        raise ToolError(f"nix build {target} failed: {tail}")
+    image = _find_image(link.resolve())
+    shutil.copyfile(image, out / DISK)
+    os.chmod(out / DISK, 0o644)
+    link.unlink()
+    info = json.loads((flake_dir / "appliance.json").read_text())
+    manifest = Manifest(
+        name=flake.name,
+        recipe=recipe.name,
+        board=board.name,
+        arch=board.arch.value,
+        suite=NIXPKGS.branch,
+        boot=board.boot.value,
+        inputs=fingerprint({"flake": {f: sha256_file(flake_dir / f) for f in flake.files}}),
+        appliancekit=appliancekit.__version__,
+        settings=info["settings"],
+        packages=[],
+        kernel_version="",
+        kernel_cmdline="",
+        initramfs_modules=[],
+        verity={},
+        disk={"path": DISK, "sha256": sha256_file(out / DISK), "partitions": []},
+        sizes={"disk_bytes": (out / DISK).stat().st_size},
+        probes=info["probes"],
+        ports=info["ports"],
+        extra={
+            "backend": "nixos",
+            "nixpkgs": info["nixpkgs"],
+            "seal": flake.seal,
+            "image_modules": list(flake.board_modules),
+            "flake": FLAKE_DIR,
+            "nix_image": image.name,
+            "secrets": info["secrets"],
+        },
+    )
+    write_manifest(out, manifest)
+    write_sha256sums(out, [DISK, MANIFEST])
+    return manifest
+
+
+def _find_image(result: Path) -> Path:
+    """The disk image inside a `nix build` result (a file, or a directory holding one)."""
+    if result.is_file():
+        return result
+    candidates = sorted(
+        p
+        for p in result.rglob("*")
+        if p.is_file() and p.suffix in (".raw", ".img", ".vhd", ".zst") and "repart" not in p.name
+    )
+    if not candidates:
+        raise ToolError(f"nix build produced no disk image under {result}")
+    return max(candidates, key=lambda p: p.stat().st_size)

@@ -1,0 +1,58 @@
+"""The release workflow in ci/ is a valid GitHub Actions workflow (schema bundled, offline)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW = ROOT / "ci" / "release.yml"
+
+
+def _check_jsonschema() -> str:
+    exe = Path(sys.executable).with_name("check-jsonschema")
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("check-jsonschema")
+    if not found:
+        pytest.skip("check-jsonschema is not installed (pip install -e '.[test]')")
+    return found
+
+
+def test_release_workflow_matches_the_github_workflow_schema() -> None:
+    proc = subprocess.run(
+        [_check_jsonschema(), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_release_workflow_builds_both_backends() -> None:
+    text = WORKFLOW.read_text()
+    assert "make setup" in text
+    assert "appliancekit test" in text and "--json" in text
+    assert "install-nix-action" in text and "nix build" in text
+    from appliancekit.nixos import NIXPKGS
+
+    assert NIXPKGS.rev in text  # the option check runs against the pinned revision
+
+
+def test_matrix_lists_nixos_recipes_on_every_board() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "ci" / "matrix.py")], capture_output=True, text=True, check=True
+    )
+    outputs = dict(line.split("=", 1) for line in proc.stdout.splitlines())
+    assert set(outputs) == {"debian", "nixos"}
+    import json
+
+    nixos = json.loads(outputs["nixos"])["include"]
+    assert {"pixelfed", "mastodon", "peertube", "garage", "homepage"} <= {
+        e["recipe"] for e in nixos
+    }
+    assert all(e["runner"].startswith("ubuntu-") for e in nixos)
