@@ -1,0 +1,83 @@
+"""The commands as a user runs them: list, inspect, doctor, run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, run_cli
+
+
+def test_list_boards_json() -> None:
+    result = run_cli("list", "boards", "--json", check=True)
+    boards = {b["name"]: b for b in json.loads(result.stdout)}
+    assert boards["qemu-virt-arm64"]["arch"] == "arm64"
+    assert boards["qemu-virt-arm64"]["boot"] == "direct"
+
+
+def test_list_recipes_text() -> None:
+    result = run_cli("list", "recipes", check=True)
+    assert result.stdout.splitlines()[0].split() == ["NAME", "BACKEND", "SUMMARY"]
+    assert any(line.startswith("homepage ") for line in result.stdout.splitlines())
+
+
+def test_doctor_json_reports_every_tool() -> None:
+    result = run_cli("doctor", "--json")
+    report = json.loads(result.stdout)
+    assert {c["tool"] for c in report["checks"]} >= {
+        "mkfs.erofs",
+        "veritysetup",
+        "qemu-system-aarch64",
+    }
+    assert result.returncode == (0 if report["ok"] else 1)
+
+
+def test_inspect_rejects_a_non_image(tmp_path: Path) -> None:
+    result = run_cli("inspect", str(tmp_path))
+    assert result.returncode == 2 and "no manifest.json" in result.stderr
+
+
+@pytest.mark.slow
+def test_inspect_verifies_the_image(homepage_image: Path) -> None:
+    result = run_cli("inspect", str(homepage_image), "--verify", "--json", check=True)
+    report = json.loads(result.stdout)
+    assert report["verified"] is True
+    assert report["manifest"]["recipe"] == "homepage"
+    assert report["size_report"]["bytes_after"] > 0
+
+
+@pytest.mark.slow
+def test_run_gives_an_interactive_console(homepage_image: Path, session_images: Path) -> None:
+    """`run` boots with the console on stdio; Ctrl-A x quits QEMU."""
+    env = dict(os.environ, APPLIANCEKIT_IMAGES=str(session_images))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliancekit", "run", "homepage", "--board", "qemu-virt-arm64"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+    )
+    assert proc.stdin and proc.stdout
+    seen = b""
+    deadline = time.monotonic() + 120
+    try:
+        os.set_blocking(proc.stdout.fileno(), False)
+        while b"switching root" not in seen and time.monotonic() < deadline:
+            chunk = proc.stdout.read() or b""
+            seen += chunk
+            time.sleep(0.2)
+        assert b"switching root" in seen, seen[-2000:]
+        proc.stdin.write(b"\x01x")
+        proc.stdin.flush()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert b"guest port 80/tcp -> 127.0.0.1:" in proc.stderr.read()
