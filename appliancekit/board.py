@@ -28,15 +28,25 @@ Format (keys marked *required* must be present; unknown keys are errors)::
     memory = "512M"              # QEMU -m syntax: digits with an optional K/M/G/T suffix
     smp = 1                      # >= 1
     disk_device = "virtio-blk-pci"
-    net_device = "virtio-net-pci"
+    net_device = "virtio-net-pci"    # "": the model has no usable network
     firmware = ""                # "" or absent -> None; UEFI firmware path otherwise
     extra_args = []              # extra QEMU arguments
+    imds = false                 # boot tests serve EC2 user-data (IMDSv2) at 169.254.169.254
+    dtb = ""                     # rpi: device tree on the boot partition instead of config.txt's
+    [qemu.network]               # optional: a second model booting the same image, for the
+    machine = "raspi3b"          # network probes when the main model has no network; keys
+    net_device = "usb-net"       # as in [qemu], unset ones are taken from [qemu]
+
+    [firmware]                   # optional
+    packages = ["raspi-firmware"]    # Debian packages holding firmware / boot loader files
+    files = { "start4.elf" = "/usr/lib/raspi-firmware/start4.elf" }  # see FirmwareSpec
+    config = { arm_64bit = "1" } # boot loader configuration entries (config.txt on the Pi)
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -45,6 +55,7 @@ from appliancekit.tomlsource import (
     Field,
     TomlSource,
     abs_path,
+    boolean,
     check_table,
     choice,
     did_you_mean,
@@ -98,6 +109,9 @@ class KernelSpec:
     modules: tuple[str, ...]  # modules the initramfs loads, in addition to their dependencies
     console: str  # e.g. ttyAMA0
     cmdline: tuple[str, ...] = ()  # extra kernel command line words
+    # Modules ride in the initramfs, whose integrity the boot chain already covers; their
+    # signature checks cost ~1 s under TCG. Keep them where Secure Boot lockdown may apply.
+    strip_module_signatures: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,9 +130,15 @@ class QemuSpec:
     memory: str = "512M"
     smp: int = 1
     disk_device: str = "virtio-blk-pci"  # -device used for the disk
-    net_device: str = "virtio-net-pci"
+    net_device: str | None = "virtio-net-pci"  # None: the model has no usable network
     firmware: str | None = None  # UEFI firmware path, if the boot path needs one
     extra_args: tuple[str, ...] = ()
+    # boot tests serve the device's settings as EC2 user-data at 169.254.169.254 (IMDSv2)
+    imds: bool = False
+    dtb: str | None = None  # device tree file on the boot partition (boot paths that load one)
+    # Another model that boots the same image and runs the network probes, for boards whose
+    # own QEMU model has no usable network (the Pi 4's raspi4b: no GENET, USB gadget only).
+    network: QemuSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +150,8 @@ class FirmwareSpec:
     # boot-partition path -> path in the firmware or kernel packages (globs allowed;
     # a destination ending in "/" receives every match)
     files: tuple[tuple[str, str], ...] = ()
+    # boot loader configuration entries, rendered by the boot path (config.txt on the Pi)
+    config: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,7 +173,7 @@ class Board:
 _BOARD = (
     Field(
         "name",
-        string(pattern=r"[a-z0-9][a-z0-9-]*", hint="use lowercase letters, digits and '-'"),
+        string(pattern=r"[a-z0-9][a-z0-9_-]*", hint="use lowercase letters, digits, '-' and '_'"),
         required=True,
     ),
     Field("summary", string(), required=True),
@@ -164,6 +186,7 @@ _KERNEL = (
     Field("modules", list_of(string()), required=True),
     Field("console", string(), required=True),
     Field("cmdline", list_of(string()), default=()),
+    Field("strip_module_signatures", boolean(), default=False),
 )
 _DISK = (
     Field("table", choice(PartitionTable, what="partition table"), required=True),
@@ -171,7 +194,7 @@ _DISK = (
     Field("data_size_mib", integer(1, 1 << 20), default=64),
     Field("device_prefix", abs_path(), default="/dev/vda"),
 )
-_QEMU = (
+_QEMU_PROFILE = (
     Field("binary", string(), required=True),
     Field("machine", string(), required=True),
     Field("cpu", optional_string(), default=None),
@@ -182,13 +205,19 @@ _QEMU = (
     ),
     Field("smp", integer(1, 1024), default=1),
     Field("disk_device", string(), default="virtio-blk-pci"),
-    Field("net_device", string(), default="virtio-net-pci"),
+    Field("net_device", optional_string(), default="virtio-net-pci"),
     Field("firmware", optional_string(), default=None),
     Field("extra_args", list_of(string(nonempty=False)), default=()),
+    Field("imds", boolean(), default=False),
+    Field("dtb", optional_string(), default=None),
 )
+# [qemu.network]: every key optional; what it leaves out comes from [qemu]
+_QEMU_NETWORK = tuple(Field(f.key, f.parse, default=f.default) for f in _QEMU_PROFILE)
+_QEMU = (*_QEMU_PROFILE, Field("network", table(_QEMU_NETWORK), default=None))
 _FIRMWARE = (
     Field("packages", list_of(string()), default=()),
     Field("files", string_table(), default=()),
+    Field("config", string_table(), default=()),
 )
 _TOP = (
     Field("board", table(_BOARD), required=True),
@@ -213,10 +242,22 @@ def load_board(path: Path) -> Board:
         source_file=src.file,
         kernel=KernelSpec(**top["kernel"]),
         disk=DiskSpec(**top["disk"]),
-        qemu=QemuSpec(**top["qemu"]),
+        qemu=_qemu_spec(src, top["qemu"]),
         firmware=FirmwareSpec(**top["firmware"]) if top["firmware"] else FirmwareSpec(),
         **board,
     )
+
+
+def _qemu_spec(src: TomlSource, fields: dict) -> QemuSpec:
+    network = fields.pop("network")
+    spec = QemuSpec(**fields)
+    if network is None:
+        return spec
+    given = src.data["qemu"]["network"]
+    profile = replace(spec, **{k: v for k, v in network.items() if k in given})
+    if profile.net_device is None:
+        src.fail(("qemu", "network", "net_device"), "the network profile needs a net_device")
+    return replace(spec, network=profile)
 
 
 def list_boards(boards_dir: Path) -> list[str]:

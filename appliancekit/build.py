@@ -34,9 +34,11 @@ from appliancekit.disk import (
 from appliancekit.manifest import MANIFEST, Manifest, read_manifest, write_manifest
 from appliancekit.minimise import SizeReport, minimise
 from appliancekit.output import Reporter
+from appliancekit.publish.image import write_image_bmap
 from appliancekit.recipe import Recipe, ResolvedSettings, SettingKind
 from appliancekit.rootfs import build_root
 from appliancekit.seal import seal_tree
+from appliancekit.sources import pypi
 from appliancekit.sources.debian import AptSource, DebPackage, select_kernel_packages
 from appliancekit.sources.unpack import UnpackedPackage, unpack
 from appliancekit.tree import materialise
@@ -91,6 +93,7 @@ def build(
     plan: BuildPlan, cache: Cache, reporter: Reporter, *, refresh: bool = False, force: bool = False
 ) -> BuildResult:
     started = time.monotonic()
+    python = pypi.plan(plan.recipe, plan.board.arch.value)  # lock only: fails fast, no network
     apt = AptSource(cache, plan.suite, plan.board.arch.value)
     reporter.step(f"Debian {plan.suite}/{plan.board.arch.value}: package indexes")
     apt.update(force=refresh)
@@ -111,12 +114,15 @@ def build(
     fetched = {f.package: f for f in apt.fetch(all_packages)}
     reporter.step("unpacking packages")
     unpacked = {p: unpack(cache, fetched[p]) for p in all_packages}
+    if python is not None:
+        reporter.step("Python wheels and bytecode")
+    wheels = pypi.install(cache, python, plan.suite, [unpacked[p] for p in sources.root])
 
     tmp_root = plan.images_dir / ".tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{plan.name}.", dir=tmp_root))
     try:
-        manifest = _build_into(plan, sources, unpacked, inputs, work, reporter)
+        manifest = _build_into(plan, sources, unpacked, inputs, work, reporter, wheels)
         _replace_dir(work / "out", plan.output_dir, tmp_root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -208,15 +214,17 @@ def _build_into(
     inputs: str,
     work: Path,
     reporter: Reporter,
+    wheels: pypi.PythonInstall = pypi.PythonInstall(),
 ) -> Manifest:
     out = work / "out"
     out.mkdir()
     board = plan.board
 
     reporter.step("assembling the root tree")
-    root_plan = build_root([unpacked[p] for p in sources.root], plan.recipe, plan.settings, board)
+    root_packages = [unpacked[p] for p in sources.root] + list(wheels.packages)
+    root_plan = build_root(root_packages, plan.recipe, plan.settings, board)
     reporter.step("minimising")
-    tree, report = minimise(root_plan.tree, board.arch, root_plan.requests)
+    tree, report = minimise(root_plan.tree, board.arch, root_plan.requests + wheels.requests)
     staging = work / "root"
     materialise(tree, staging)
 
@@ -294,7 +302,8 @@ def _build_into(
                 ("firmware", sources.firmware),
             )
             for p in group
-        ],
+        ]
+        + list(wheels.manifest),
         kernel_version=kernel.version,
         kernel_cmdline=cmdline,
         initramfs_modules=list(initramfs.modules),
@@ -317,7 +326,9 @@ def _build_into(
         ports=sorted({*plan.recipe.ports, *(p.port for p in plan.recipe.probes)}),
     )
     write_manifest(out, manifest)
-    write_sha256sums(out, [DISK, MANIFEST, SIZE_REPORT_JSON, SIZE_REPORT_TEXT])
+    # The block map makes flashing and publishing skip hashing the empty data partition.
+    bmap = write_image_bmap(out)
+    write_sha256sums(out, [DISK, MANIFEST, SIZE_REPORT_JSON, SIZE_REPORT_TEXT, bmap.name])
     return manifest
 
 

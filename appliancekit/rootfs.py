@@ -104,11 +104,19 @@ def build_root(
     return RootPlan(tree, (supervisor_request, recipe_request))
 
 
+def placeholder(name: str) -> str:
+    return f"@@AK:{name}@@"
+
+
 def template_context(
     recipe: Recipe, settings: ResolvedSettings, board: Board, users: Mapping[str, User]
 ) -> dict[str, object]:
+    values = settings.as_dict()
+    for setting in recipe.settings:
+        if setting.per_device:
+            values[setting.name] = placeholder(setting.name)
     return {
-        "settings": settings.as_dict(),
+        "settings": values,
         "recipe": recipe,
         "board": board,
         "users": users,

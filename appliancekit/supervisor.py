@@ -25,7 +25,6 @@ EXECLINEB = "/usr/lib/execline/bin/execlineb"
 APPLYUIDGID = "/usr/bin/s6-applyuidgid"
 EXPORT = "/usr/lib/execline/bin/export"
 CD = "/usr/lib/execline/bin/cd"
-FDMOVE = "/usr/lib/execline/bin/fdmove"
 IF = "/usr/lib/execline/bin/if"
 IFELSE = "/usr/lib/execline/bin/ifelse"
 ELTEST = "/usr/lib/execline/bin/eltest"
@@ -38,7 +37,9 @@ def quote(word: str) -> str:
 
 
 def run_script(service: Service, users: Mapping[str, User]) -> str:
-    lines = [f"#!{EXECLINEB} -P", f"{FDMOVE} -c 2 1"]
+    # No fd juggling: s6-svscan got the console as stdout and stderr from the initramfs and
+    # every service inherits both, so logs reach the serial console. Each exec costs time.
+    lines = [f"#!{EXECLINEB} -P"]
     for key, value in service.environment:
         lines.append(f"{EXPORT} {quote(key)} {quote(value)}")
     if service.working_directory != "/":
@@ -83,7 +84,6 @@ def install(
             APPLYUIDGID,
             EXPORT,
             CD,
-            FDMOVE,
             *sorted(helpers),
             *run_files,
         ),

@@ -124,3 +124,14 @@ def test_rendered_init_is_valid_shell() -> None:
     assert "6.12.0-test" in script and "{{" not in script
     subprocess.run(["sh", "-n"], input=script, text=True, check=True)
     assert "exec switch_root /newroot /usr/bin/s6-svscan /run/service" in script
+
+
+def test_module_signature_stripping() -> None:
+    from appliancekit.boot.kmod import SIGNATURE_MAGIC, strip_module_signature
+
+    body = b"\x7fELF" + b"m" * 100
+    signature = b"s" * 37
+    info = bytes([0, 0, 2, 0, 0, 0, 0, 0]) + len(signature).to_bytes(4, "big")
+    signed = body + signature + info + SIGNATURE_MAGIC
+    assert strip_module_signature(signed) == body
+    assert strip_module_signature(body) == body

@@ -132,6 +132,8 @@ def initramfs_tree(
     for entry in full:
         if entry.path in keep:
             tree.entries[entry.path] = entry
+    if "/lib" not in tree:  # amd64's closure reaches only /lib64; depmod writes via /lib
+        tree.add_symlink("/lib", "usr/lib")
     for directory in ("/dev", "/proc", "/sys", "/run", "/newroot", "/tmp"):
         tree.ensure_dir(directory)
     for applet in APPLETS:
@@ -141,9 +143,8 @@ def initramfs_tree(
     tree.add_file("/etc/appliancekit/udhcpc.script", _template("udhcpc.script"), mode=0o755)
     tree.add_file("/etc/appliancekit/modules.order", "".join(f"{m.relpath}\n" for m in modules))
     for module in modules:
-        tree.add_file(
-            f"/usr/lib/modules/{kernel.version}/{module.relpath}", module.read(), mode=0o644
-        )
+        data = module.read(strip_signature=board.kernel.strip_module_signatures)
+        tree.add_file(f"/usr/lib/modules/{kernel.version}/{module.relpath}", data, mode=0o644)
     return tree
 
 

@@ -33,8 +33,9 @@ class KernelModule:
     source: Path  # file in the unpacked kernel package (maybe compressed)
     depends: tuple[str, ...]
 
-    def read(self) -> bytes:
-        return decompress_module(self.source)
+    def read(self, strip_signature: bool = False) -> bytes:
+        data = decompress_module(self.source)
+        return strip_module_signature(data) if strip_signature else data
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,19 @@ class KernelTree:
     image: Path  # the kernel image (vmlinuz)
     modules_dir: Path  # .../lib/modules/KVER in the unpacked package
     config: dict[str, str]
+
+
+SIGNATURE_MAGIC = b"~Module signature appended~\n"
+SIGNATURE_INFO_SIZE = 12  # struct module_signature, ending in the big-endian signature length
+
+
+def strip_module_signature(data: bytes) -> bytes:
+    """The module without its appended PKCS#7 signature (unchanged if it has none)."""
+    if not data.endswith(SIGNATURE_MAGIC):
+        return data
+    end = len(data) - len(SIGNATURE_MAGIC)
+    sig_len = int.from_bytes(data[end - 4 : end], "big")
+    return data[: end - SIGNATURE_INFO_SIZE - sig_len]
 
 
 def normalise(name: str) -> str:

@@ -8,6 +8,7 @@ check the sha256 again when moving a .deb into the content-addressed cache.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,11 +16,11 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from appliancekit.cache import Cache
-from appliancekit.digest import sha256_file
+from appliancekit.digest import fingerprint, sha256_file
 from appliancekit.errors import ToolError, UserError
 
 ARCHIVE_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -173,14 +174,30 @@ class AptSource:
             f"attempts: {last_problem}"
         )
 
+    def _lists_signature(self) -> list[tuple[str, int, int]]:
+        lists = self.root / "state/lists"
+        return sorted(
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in lists.glob("*") if p.is_file()
+        )
+
     def resolve(self, packages: Iterable[str]) -> list[DebPackage]:
         """The dependency closure of `packages` for this architecture, without recommends.
 
         The status file is empty, so apt treats nothing as installed and lists everything.
+        Results are cached per package set and index state: the same indexes always give
+        the same answer, and a no-op rebuild should not spend its time in apt.
         """
         names = sorted(set(packages))
         if not names:
             return []
+        cached = self.root / "resolved" / f"{fingerprint(names, self._lists_signature())}.json"
+        if cached.exists():
+            return [DebPackage(**entry) for entry in json.loads(cached.read_text())]
+        resolved = self._resolve(names)
+        _write_if_changed(cached, json.dumps([asdict(p) for p in resolved], sort_keys=True))
+        return resolved
+
+    def _resolve(self, names: list[str]) -> list[DebPackage]:
         result = self._apt(["apt-get", "install", "-s", "-q", "--no-install-recommends", *names])
         if result.returncode != 0:
             raise UserError(
