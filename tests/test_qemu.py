@@ -2,25 +2,23 @@
 
 The slow tests boot an x86_64 kernel under TCG with a busybox initramfs generated here: the
 host's kernel from /boot if there is one, else Debian's cloud kernel fetched once with
-`apt-get download` into the appliancekit cache.
+appliancekit's isolated apt into its cache.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import lzma
 import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from appliancekit.cache import default_cache_dir
+from appliancekit.cache import Cache, default_cache_dir
 from appliancekit.probes import forward_map, wait_for_probes
 from appliancekit.qemu import (
     BootError,
@@ -33,6 +31,8 @@ from appliancekit.qemu import (
     retry,
 )
 from appliancekit.recipe import Probe, ProbeKind
+from appliancekit.sources.debian import AptSource, select_kernel_packages
+from appliancekit.sources.unpack import unpack
 
 QEMU_X86 = "qemu-system-x86_64"
 MARKER = "APPLIANCEKIT-TEST-READY"
@@ -290,41 +290,14 @@ def test_retry_aborts_when_machine_died(tmp_path: Path) -> None:
 # -- real boots (slow) -------------------------------------------------------------------------
 
 
-def _cloud_kernel(cache: Path) -> Path | None:
-    """Debian's cloud amd64 kernel, unpacked once into the cache; None if apt cannot get it."""
-    try:
-        depends = subprocess.run(
-            ["apt-cache", "depends", "linux-image-cloud-amd64"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.search(r"Depends: (linux-image-\S+-cloud-amd64)", depends)
-    if not match:
-        return None
-    target = cache / match.group(1)
-    if not list(target.glob("boot/vmlinuz-*")):
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".download-"))
-        try:
-            subprocess.run(
-                ["apt-get", "download", "-o", "APT::Sandbox::User=root", match.group(1)],
-                cwd=tmp,
-                check=True,
-                capture_output=True,
-                timeout=300,
-            )
-            (deb,) = tmp.glob("*.deb")
-            subprocess.run(["dpkg-deb", "-x", deb, tmp / "root"], check=True, timeout=300)
-            with contextlib.suppress(OSError):  # another worker may have won the race
-                (tmp / "root").rename(target)
-        except (OSError, ValueError, subprocess.SubprocessError):
-            return None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+def _cloud_kernel() -> Path:
+    """Debian's cloud amd64 kernel through appliancekit's own isolated apt (no host state)."""
+    cache = Cache(default_cache_dir())
+    apt = AptSource(cache, "trixie", "amd64")
+    apt.update()
+    kernels = select_kernel_packages(apt.resolve(["linux-image-cloud-amd64"]))
+    unpacked = [unpack(cache, fetched) for fetched in apt.fetch(kernels)]
+    return next(u.root for u in unpacked if (u.root / "boot").is_dir())
 
 
 @pytest.fixture(scope="session")
@@ -334,13 +307,9 @@ def x86_kernel() -> tuple[Path, Path | None]:
         moddir = Path("/lib/modules") / vmlinuz.name.removeprefix("vmlinuz-")
         if os.access(vmlinuz, os.R_OK):
             return vmlinuz, moddir if moddir.is_dir() else None
-    if not (shutil.which("apt-get") and shutil.which("dpkg-deb")):
-        pytest.skip("no kernel in /boot and no apt-get/dpkg-deb to fetch Debian's cloud kernel")
-    root = _cloud_kernel(default_cache_dir() / "test-kernels")
-    if root is None:
-        pytest.skip("no kernel in /boot, and apt could not fetch linux-image-cloud-amd64")
+    root = _cloud_kernel()
     (vmlinuz,) = root.glob("boot/vmlinuz-*")
-    (moddir,) = root.glob("lib/modules/*")
+    (moddir,) = root.glob("usr/lib/modules/*")
     return vmlinuz, moddir
 
 
