@@ -109,11 +109,17 @@ def build(
         reporter.step(f"{plan.name}: up to date")
         return BuildResult(plan.output_dir, existing, False, time.monotonic() - started)
 
-    reporter.step("downloading packages")
     all_packages = sources.all()
+    missing = [p for p in all_packages if not cache.deb_path(p.sha256).exists()]
+    if missing:
+        size = sum(p.size for p in missing)
+        reporter.step(f"downloading {len(missing)} packages ({size / MIB:.1f} MiB)")
     fetched = {f.package: f for f in apt.fetch(all_packages)}
-    reporter.step("unpacking packages")
-    unpacked = {p: unpack(cache, fetched[p]) for p in all_packages}
+    unpacked = {}
+    with reporter.progress("unpacking packages", total=len(all_packages)) as task:
+        for package in all_packages:
+            unpacked[package] = unpack(cache, fetched[package])
+            task.advance()
     if python is not None:
         reporter.step("Python wheels and bytecode")
     wheels = pypi.install(cache, python, plan.suite, [unpacked[p] for p in sources.root])
@@ -214,8 +220,9 @@ def _build_into(
     inputs: str,
     work: Path,
     reporter: Reporter,
-    wheels: pypi.PythonInstall = pypi.PythonInstall(),
+    wheels: pypi.PythonInstall | None = None,
 ) -> Manifest:
+    wheels = wheels or pypi.PythonInstall()
     out = work / "out"
     out.mkdir()
     board = plan.board

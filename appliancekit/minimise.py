@@ -105,7 +105,8 @@ class _Closure:
         head = _read_head(entry, 256)
         if head.startswith(b"#!"):
             interpreter = head[2:].split(b"\n", 1)[0].strip().split()
-            if interpreter:
+            # only an executable file is run through its #! line (a Python module is imported)
+            if interpreter and entry.mode & 0o111:
                 self.require(interpreter[0].decode(), f"interpreter of {path}")
             return
         if not head.startswith(ELF_MAGIC):
@@ -220,6 +221,13 @@ def minimise(
 ) -> tuple[RootTree, SizeReport]:
     """A new tree with the closure and every generated entry; plus the size report."""
     keep = closure(tree, arch, requests)
+    # A generated entry inside a package's directory (/etc/powerdns/pdns.conf, the data link
+    # /var/lib/powerdns) needs that directory even when nothing else in it is kept.
+    for entry in tree:
+        parent = posixpath.dirname(entry.path)
+        while entry.package == GENERATED and parent not in keep and parent != "/":
+            keep.add(parent)
+            parent = posixpath.dirname(parent)
     kept = RootTree()
     for entry in tree:
         if entry.path in keep or entry.package == GENERATED:

@@ -19,8 +19,20 @@ errors, with a "did you mean" suggestion)::
     executables = []             # absolute; extra ELF entry points besides services' exec[0]
     libraries = []               # dlopen'd libraries: sonames or absolute paths
 
+    [python]                     # wheels from PyPI run by the suite's Debian Python
+    requirements = ["matrix-synapse==1.163.2"]  # required; top-level pins (NAME==VERSION)
+    version = "3.13"             # the Debian Python (python3.13-minimal in debian.packages)
+    lock = "python.lock"         # in the recipe dir; every wheel per arch with its sha256:
+                                 # python -m appliancekit.sources.pypi lock recipes/NAME
+    site = "/usr/lib/python3/dist-packages"  # where the wheels are unpacked
+    exclude = []                 # fnmatch patterns of absolute paths left out of the stdlib
+                                 # and site dir (test suites etc. are always left out)
+    bytecode = true              # compile .pyc at build time (unchecked-hash)
+    sources = true               # false: ship each compiled module as X.pyc without X.py
+                                 # (smaller; tracebacks then show no source lines)
+
     [settings.NAME]              # NAME: [A-Za-z_][A-Za-z0-9_]* (used as {{ settings.NAME }})
-    kind = "path"                # required: string|path|domain|secret|int|bool|email
+    kind = "path"                # required: string|path|domain|secret|int|bool|email|domains|users
     default = "site"             # absent => required on the command line (-s NAME=VALUE);
                                  # int/bool kinds take a TOML int/bool, the others a string;
                                  # a relative path default is relative to the recipe dir
@@ -60,7 +72,7 @@ errors, with a "did you mean" suggestion)::
     ports = [80]                 # TCP ports, 1..65535
 
     [[probe]]
-    kind = "http"                # required: http|tcp|dns|smtp|imap
+    kind = "http"                # required: http|tcp|dns|smtp|imap|dns-tcp|closed|pdns-api
     port = 80                    # required, 1..65535
     name = ""                    # label for reports
     path = "/"                   # http: starts with "/"
@@ -121,6 +133,8 @@ class SettingKind(StrEnum):
     INT = "int"
     BOOL = "bool"
     EMAIL = "email"
+    DOMAINS = "domains"  # comma-separated domain names (e.g. the zones a DNS server serves)
+    USERS = "users"  # NAME:{SCHEME}HASH entries (mail users with password hashes)
 
 
 class ProbeKind(StrEnum):
@@ -129,6 +143,13 @@ class ProbeKind(StrEnum):
     DNS = "dns"
     SMTP = "smtp"
     IMAP = "imap"
+    PDNS_API = "pdns-api"  # PowerDNS HTTP API: create a zone + A record (params)
+    DNS_TCP = "dns-tcp"  # like dns, over TCP
+    CLOSED = "closed"  # nothing listens on this guest port
+    SUBMISSION = "submission"  # SMTP submission: STARTTLS, AUTH, send a message (params)
+    IMAP_MESSAGE = "imap-message"  # IMAP login, find a message by subject, check a header
+    MANAGESIEVE = "managesieve"  # ManageSieve: STARTTLS, AUTH, upload + activate a script
+    MATRIX = "matrix"  # Matrix client API: register (shared secret), post, read back (params)
 
 
 class ProbePhase(StrEnum):
@@ -217,6 +238,19 @@ class DebianSection:
 
 
 @dataclass(frozen=True)
+class PythonSection:
+    """Wheels from PyPI (pinned by a lock file in the recipe dir) for the Debian Python."""
+
+    requirements: tuple[str, ...]  # top-level NAME==VERSION pins
+    version: str = "3.13"
+    lock: str = "python.lock"
+    site: str = "/usr/lib/python3/dist-packages"
+    exclude: tuple[str, ...] = ()
+    bytecode: bool = True
+    sources: bool = True  # False: ship the compiled .pyc in place of the .py (smaller)
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     summary: str
@@ -233,6 +267,7 @@ class Recipe:
     settings: tuple[Setting, ...] = ()
     backend: str = "debian"
     nixos: tuple[tuple[str, object], ...] = ()  # dotted NixOS option -> value
+    python: PythonSection | None = None
 
 
 @dataclass(frozen=True)
@@ -300,6 +335,20 @@ _DEBIAN = (
     Field("executables", list_of(abs_path()), default=()),
     Field("libraries", list_of(string()), default=()),
 )
+_PIN_RE = r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?==[A-Za-z0-9.+!_-]+"
+_PYTHON = (
+    Field(
+        "requirements",
+        list_of(string(pattern=_PIN_RE, hint="pin it: NAME==VERSION"), nonempty=True),
+        required=True,
+    ),
+    Field("version", string(pattern=r"3\.\d+", hint='e.g. "3.13"'), default="3.13"),
+    Field("lock", _template_name, default="python.lock"),
+    Field("site", abs_path(), default="/usr/lib/python3/dist-packages"),
+    Field("exclude", list_of(abs_path()), default=()),
+    Field("bytecode", boolean(), default=True),
+    Field("sources", boolean(), default=True),
+)
 _SETTING = (
     Field("kind", choice(SettingKind, what="setting kind"), required=True),
     Field("default", anything(), default=None),
@@ -356,6 +405,7 @@ _PROBE = (
 _RECIPE = (
     Field("appliance", table(_APPLIANCE), required=True),
     Field("debian", table(_DEBIAN), default=None),
+    Field("python", table(_PYTHON), default=None),
     Field(
         "settings",
         map_of(
@@ -453,13 +503,29 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
 
     probes = []
     for i, p in enumerate(top["probe"]):
-        if p["kind"] == ProbeKind.DNS and not p["query"]:
+        if p["kind"] in (ProbeKind.DNS, ProbeKind.DNS_TCP) and not p["query"]:
             src.fail(("probe", i, "query"), 'a dns probe needs query = "NAME TYPE"')
         if p["kind"] == ProbeKind.HTTP and not p["path"].startswith("/"):
             src.fail(("probe", i, "path"), f"must start with '/', got {p['path']!r}")
         probes.append(Probe(**p))
 
     debian = DebianSection(**top["debian"]) if top["debian"] else DebianSection(packages=())
+    python = None
+    if top["python"] is not None:
+        if backend != "debian":
+            src.fail(("python",), "[python] needs the debian backend")
+        python = PythonSection(**top["python"])
+        if not python.sources and not python.bytecode:
+            src.fail(("python", "sources"), "sources = false needs bytecode = true")
+        lock = (directory / python.lock).resolve()
+        if not lock.is_relative_to(directory.resolve()):
+            src.fail(("python", "lock"), f"lock file {python.lock!r} is outside the recipe directory")
+        if not lock.is_file():
+            src.fail(
+                ("python", "lock"),
+                f"lock file {python.lock!r} does not exist; generate it with "
+                f"`python -m appliancekit.sources.pypi lock {directory}`",
+            )
     return Recipe(
         name=app["name"],
         summary=app["summary"],
@@ -476,6 +542,7 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
         settings=settings,
         backend=backend,
         nixos=_build_nixos(src, top["nixos"]),
+        python=python,
     )
 
 
@@ -520,7 +587,12 @@ def _build_setting(src: TomlSource, name: str, raw: dict[str, Any]) -> Setting:
             boolean()(src, default, path)
         else:
             string()(src, default, path)
-            if kind in (SettingKind.DOMAIN, SettingKind.EMAIL):
+            if kind in (
+                SettingKind.DOMAIN,
+                SettingKind.EMAIL,
+                SettingKind.DOMAINS,
+                SettingKind.USERS,
+            ):
                 try:
                     _convert(kind, default, Path("."))
                 except ValueError as exc:
@@ -592,6 +664,38 @@ def _domain(value: str) -> str:
     return name
 
 
+def _domains(value: str) -> str:
+    names = [part.strip() for part in value.split(",")]
+    try:
+        return ",".join(_domain(name) for name in names)
+    except ValueError as exc:
+        if len(names) == 1:
+            raise
+        raise ValueError(f"in the comma-separated list {value!r}: {exc}") from None
+
+
+_USER_ENTRY = re.compile(r"(?P<name>[a-z0-9][a-z0-9._-]{0,63}):(?P<password>\{[A-Z0-9.-]+\}\S+)")
+
+
+def _users(value: str) -> str:
+    """NAME:{SCHEME}HASH entries separated by commas or spaces (a hash may hold commas, as
+    ARGON2's do: entries are split only where a new NAME: begins)."""
+    entries = re.split(r"[\s,]+(?=[a-z0-9][a-z0-9._-]*:)", value.strip().strip(","))
+    seen: set[str] = set()
+    for entry in entries:
+        m = _USER_ENTRY.fullmatch(entry)
+        if not m:
+            shown = entry.split(":", 1)[0] + (":..." if ":" in entry else "")
+            raise ValueError(
+                f"user entry {shown!r} is not NAME:{{SCHEME}}HASH (lowercase NAME, a password "
+                "hash such as {SHA512-CRYPT}$6$... from `openssl passwd -6`)"
+            )
+        if m["name"] in seen:
+            raise ValueError(f"user {m['name']!r} is listed twice")
+        seen.add(m["name"])
+    return ",".join(entries)
+
+
 def _email(value: str) -> str:
     local, at, domain = value.rpartition("@")
     if not at or not _EMAIL_LOCAL.fullmatch(local) or local.startswith(".") or ".." in local:
@@ -622,6 +726,10 @@ def _convert(kind: SettingKind, raw: str | int | bool, base: Path) -> str | int 
         return _domain(raw)
     if kind == SettingKind.EMAIL:
         return _email(raw)
+    if kind == SettingKind.USERS:
+        return _users(raw)
+    if kind == SettingKind.DOMAINS:
+        return _domains(raw)
     if kind == SettingKind.PATH:
         path = Path(raw).expanduser()
         path = Path(os.path.abspath(base / path))  # base is ignored for absolute paths

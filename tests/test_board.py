@@ -49,6 +49,7 @@ def test_repo_board_loads_with_exact_values() -> None:
             modules=("virtio_blk", "virtio_net", "erofs", "dm_verity", "ext4"),
             console="ttyAMA0",
             cmdline=(),
+            strip_module_signatures=True,
         ),
         disk=DiskSpec(
             table=PartitionTable.GPT, boot_size_mib=64, data_size_mib=64, device_prefix="/dev/vda"
