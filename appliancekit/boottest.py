@@ -6,6 +6,7 @@ file only says which QEMU model stands in for the hardware.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import tempfile
@@ -17,8 +18,8 @@ import jinja2
 
 from appliancekit.board import Board
 from appliancekit.boot import boot_path
-from appliancekit.disk import extract_fat_file
-from appliancekit.errors import ToolError
+from appliancekit.flash import read_device_settings, write_device_settings
+from appliancekit.imds import ImdsServer, settings_user_data
 from appliancekit.manifest import Manifest
 from appliancekit.probes import ProbeResult, forward_map, forwards_for, wait_for_probes
 from appliancekit.qemu import BootError, Drive, Machine, QemuConfig
@@ -37,6 +38,9 @@ MARKERS = {
     "root_mounted": "appliancekit: sealed root verified and mounted",
     "switch_root": "appliancekit: switching root",
 }
+# What boot tests of boards with [qemu] imds = true serve as EC2 user-data: a value the
+# image does not have, so the hostname probe shows the user-data took effect.
+USER_DATA = {"hostname": "from-user-data"}
 
 
 @dataclass(frozen=True)
@@ -81,24 +85,24 @@ class _WatchedMachine:
         return self.machine.failure_tail(lines)
 
 
-def device_settings(disk: Path, manifest: Manifest, workdir: Path) -> dict[str, str]:
-    """Build-time settings overlaid with the disk's own settings.env (first definition wins,
-    as in the initramfs)."""
-    values = dict(manifest.settings)
-    target = workdir / "settings.env"
-    try:
-        extract_fat_file(disk, manifest.partition("ak-boot")["offset"], "settings.env", target)
-    except ToolError:
-        return values
-    seen: set[str] = set()
-    for line in target.read_text().replace("\r", "").splitlines():
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        name, value = line.split("=", 1)
-        if name not in seen:
-            seen.add(name)
-            values[name] = value
-    return values
+def device_settings(disk: Path, manifest: Manifest) -> dict[str, str]:
+    """Build-time settings overlaid with the disk's own settings.env, as the initramfs sees
+    them."""
+    return {**manifest.settings, **(read_device_settings(disk, manifest) or {})}
+
+
+def with_test_settings(disk: Path, manifest: Manifest, workdir: Path, *, in_place: bool) -> Path:
+    """`disk` (or a copy of it) carrying the recipe's [test] settings in settings.env, under
+    any settings the disk already has (a flashed card's own values win)."""
+    wanted = manifest.extra.get("test_settings") or {}
+    if not wanted:
+        return disk
+    target = disk if in_place else workdir / "disk.img"
+    if not in_place:
+        subprocess.run(["cp", "--sparse=always", str(disk), str(target)], check=True)
+    existing = read_device_settings(target, manifest) or {}
+    write_device_settings(target, manifest, {**wanted, **existing})
+    return target
 
 
 def probes_from_manifest(manifest: Manifest, settings: dict[str, str] | None = None) -> list[Probe]:
@@ -151,21 +155,32 @@ def boot_test(
     log_dir: Path | None = None,
     reboot: bool | None = None,
     writable: bool = False,
+    user_data: dict[str, str] | None = None,
 ) -> BootTestReport:
     """Boot, wait for the hand-over, run the probes.
 
     Recipes with first-boot/after-reboot probes (or `reboot=True`) are booted twice on a
     writable copy, so their state must survive a power-off. `writable=True` boots `disk`
-    itself without an overlay (it is changed: the data partition grows, state is kept)."""
+    itself without an overlay (it is changed: the data partition grows, state is kept).
+    On boards with [qemu] imds = true, `user_data` (default USER_DATA) is served as EC2
+    user-data over IMDSv2 and overrides the device's settings in the probes."""
     disk = disk or image_dir / manifest.disk["path"]
     log_dir = log_dir or image_dir
-    with tempfile.TemporaryDirectory(prefix="boottest.") as tmp:
+    with tempfile.TemporaryDirectory(prefix="boottest.") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        probes = probes_from_manifest(manifest, device_settings(disk, manifest, workdir))
+        original = disk
+        disk = with_test_settings(disk, manifest, workdir, in_place=writable)
+        settings = device_settings(disk, manifest)
+        imds = None
+        if board.qemu.imds:
+            user_data = dict(USER_DATA if user_data is None else user_data)
+            imds = stack.enter_context(ImdsServer(settings_user_data(user_data)))
+            settings.update(user_data)
+        probes = probes_from_manifest(manifest, settings)
         forwards = forwards_for(probes, manifest.ports)
         if reboot is None:
             reboot = any(p.phase != ProbePhase.EVERY for p in probes)
-        if reboot and not writable:
+        if reboot and not writable and disk == original:
             copy = workdir / "disk.img"
             subprocess.run(["cp", "--sparse=always", str(disk), str(copy)], check=True)
             disk = copy
@@ -176,6 +191,8 @@ def boot_test(
             config = qemu_config(
                 board, disk, manifest, workdir, forwards, snapshot=not (reboot or writable)
             )
+            if imds is not None:
+                config = replace(config, net_options=imds.netdev_options())
             # The guest has no power-button handler yet, so power-off is a power pull: let
             # ext4 commit its journal (5 s) first, as a device left running would have.
             settle = EXT4_COMMIT_SECONDS if number < len(phases) else 0.0
@@ -195,6 +212,9 @@ def boot_test(
         suffix = " (after reboot)" if number > 1 else ""
         results += [replace(r, name=r.name + suffix) for r in boot.results]
     notes = []
+    if imds is not None:
+        fetched = "fetched with an IMDSv2 token" if imds.served_user_data() else "never fetched"
+        notes.append(f"user-data served at 169.254.169.254: {sorted(user_data)}, {fetched}")
     if reboot:
         notes.append(
             "booted twice on a writable copy: state from the first boot was checked after a power-off"

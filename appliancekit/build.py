@@ -331,6 +331,7 @@ def _build_into(
         },
         probes=[_probe_json(p) for p in plan.recipe.probes],
         ports=sorted({*plan.recipe.ports, *(p.port for p in plan.recipe.probes)}),
+        extra={"test_settings": dict(plan.recipe.test_settings)},
     )
     write_manifest(out, manifest)
     # The block map makes flashing and publishing skip hashing the empty data partition.

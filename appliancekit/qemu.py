@@ -86,6 +86,8 @@ class QemuConfig:
     net_device: str | None
     forwards: tuple[PortForward, ...]
     extra_args: tuple[str, ...] = ()
+    # more `-netdev user` options, e.g. net=... and guestfwd=... (the EC2 metadata service)
+    net_options: tuple[str, ...] = ()
 
     @classmethod
     def from_spec(
@@ -136,8 +138,10 @@ def _drive_args(index: int, drive: Drive) -> list[str]:
     return ["-drive", f"{common},if=none,id={drive_id}", "-device", device]
 
 
-def _net_args(net_device: str, forwards: tuple[PortForward, ...]) -> list[str]:
-    user = "".join(
+def _net_args(
+    net_device: str, forwards: tuple[PortForward, ...], options: tuple[str, ...] = ()
+) -> list[str]:
+    user = "".join(f",{option}" for option in options) + "".join(
         f",hostfwd={fw.protocol}:127.0.0.1:{fw.host_port}-:{fw.guest_port}" for fw in forwards
     )
     if net_device.startswith("nic:"):
@@ -176,7 +180,7 @@ def build_command(
     for index, drive in enumerate(config.drives):
         cmd += _drive_args(index, drive)
     if config.net_device:
-        cmd += _net_args(config.net_device, config.forwards)
+        cmd += _net_args(config.net_device, config.forwards, config.net_options)
     elif config.forwards:
         raise ValueError("port forwards need a network device (net_device is None)")
     cmd += list(config.extra_args)

@@ -30,6 +30,8 @@ errors, with a "did you mean" suggestion)::
     bytecode = true              # compile .pyc at build time (unchecked-hash)
     sources = true               # false: ship each compiled module as X.pyc without X.py
                                  # (smaller; tracebacks then show no source lines)
+    keep_sources = []            # with sources = false: patterns of .py files kept anyway
+                                 # (code that looks for a module's file by name)
 
     [settings.NAME]              # NAME: [A-Za-z_][A-Za-z0-9_]* (used as {{ settings.NAME }})
     kind = "path"                # required: string|path|domain|secret|int|bool|email|domains|users
@@ -248,6 +250,7 @@ class PythonSection:
     exclude: tuple[str, ...] = ()
     bytecode: bool = True
     sources: bool = True  # False: ship the compiled .pyc in place of the .py (smaller)
+    keep_sources: tuple[str, ...] = ()  # with sources = false: these .py stay (patterns)
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,9 @@ class Recipe:
     settings: tuple[Setting, ...] = ()
     backend: str = "debian"
     nixos: tuple[tuple[str, object], ...] = ()  # dotted NixOS option -> value
+    # Per-device values the boot test writes onto its copy of the image (as `flash -s`
+    # would), so secrets have test values without a default baked into every image.
+    test_settings: tuple[tuple[str, str], ...] = ()
     python: PythonSection | None = None
 
 
@@ -348,6 +354,7 @@ _PYTHON = (
     Field("exclude", list_of(abs_path()), default=()),
     Field("bytecode", boolean(), default=True),
     Field("sources", boolean(), default=True),
+    Field("keep_sources", list_of(abs_path()), default=()),
 )
 _SETTING = (
     Field("kind", choice(SettingKind, what="setting kind"), required=True),
@@ -389,6 +396,7 @@ _TREE = (
 )
 _DATA = (Field("paths", list_of(abs_path()), default=()),)
 _NETWORK = (Field("ports", list_of(_PORT, item_type="int"), default=()),)
+_TEST = (Field("settings", string_table(), default=()),)
 _PROBE = (
     Field("kind", choice(ProbeKind, what="probe kind"), required=True),
     Field("port", _PORT, required=True),
@@ -421,6 +429,7 @@ _RECIPE = (
     Field("tree", array_of_tables(_TREE), default=()),
     Field("data", table(_DATA), default=None),
     Field("network", table(_NETWORK), default=None),
+    Field("test", table(_TEST), default=None),
     Field("probe", array_of_tables(_PROBE), default=()),
     Field("nixos", anything(), default=None),
 )
@@ -542,6 +551,7 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
         settings=settings,
         backend=backend,
         nixos=_build_nixos(src, top["nixos"]),
+        test_settings=_build_test_settings(src, top["test"], settings),
         python=python,
     )
 
@@ -598,6 +608,22 @@ def _build_setting(src: TomlSource, name: str, raw: dict[str, Any]) -> Setting:
                 except ValueError as exc:
                     src.fail(path, str(exc))
     return Setting(name=name, **raw)
+
+
+def _build_test_settings(
+    src: TomlSource, raw: dict[str, Any] | None, settings: Sequence[Setting]
+) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    per_device = {s.name for s in settings if s.per_device}
+    for name, _ in raw["settings"]:
+        if name not in per_device:
+            src.fail(
+                ("test", "settings", name),
+                f"{name!r} is not a per-device setting of this recipe"
+                f" (per-device: {', '.join(sorted(per_device))})",
+            )
+    return tuple(raw["settings"])
 
 
 def _build_nixos(src: TomlSource, raw: Any) -> tuple[tuple[str, object], ...]:

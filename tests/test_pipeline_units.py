@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import subprocess as sp
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +136,20 @@ def test_module_signature_stripping() -> None:
     signed = body + signature + info + SIGNATURE_MAGIC
     assert strip_module_signature(signed) == body
     assert strip_module_signature(body) == body
+
+
+def test_test_settings_must_be_per_device(tmp_path: Path) -> None:
+    import shutil
+
+    from appliancekit.errors import UserError
+    from appliancekit.recipe import load_recipe
+
+    recipe_dir = tmp_path / "homepage"
+    shutil.copytree(PROJECT.recipes_dir / "homepage", recipe_dir)
+    toml = recipe_dir / "recipe.toml"
+    toml.write_text(toml.read_text() + '\n[test]\nsettings = { hostname = "t1" }\n')
+    assert load_recipe(recipe_dir).test_settings == (("hostname", "t1"),)
+    toml.write_text(toml.read_text().replace('hostname = "t1"', 'site = "/tmp"'))
+    with pytest.raises(UserError, match="'site' is not a per-device setting") as err:
+        load_recipe(recipe_dir)
+    assert "test.settings.site" in str(err.value)

@@ -678,10 +678,12 @@ def compile_bytecode(
     sources = [p for p in _kept_files(python, packages) if p.endswith(".py") and p in by_path]
     tag = f"cpython-{python.version.replace('.', '')}"
     sourceless = not python.section.sources  # type: ignore[attr-defined]
+    keep_sources = tuple(python.section.keep_sources)  # type: ignore[attr-defined]
     key = fingerprint(
         BYTECODE_VERSION,
         python.version,
         sourceless,
+        keep_sources,
         sorted({p.package.sha256 for p in packages}),
         sources,
     )
@@ -694,7 +696,8 @@ def compile_bytecode(
             jobs = []
             for path in sources:
                 directory, name = posixpath.split(path)
-                if sourceless:  # X.pyc in place of X.py, found by the sourceless loader
+                if sourceless and not excluded(path, keep_sources):
+                    # X.pyc in place of X.py, found by the sourceless loader
                     pyc = posixpath.join(directory, f"{name[:-3]}.pyc")
                 else:
                     pyc = posixpath.join(directory, "__pycache__", f"{name[:-3]}.{tag}.pyc")
@@ -865,7 +868,11 @@ def install(
     keep = _kept_files(python, [*python_debs, *packages])
     if bytecode is not None and not python.section.sources:  # type: ignore[attr-defined]
         # sources whose bytecode compiled are left out (a failed one keeps its source)
-        compiled = {f.path[: -len(".pyc")] + ".py" for f in bytecode.files if f.kind == "file"}
+        compiled = {
+            f.path[: -len(".pyc")] + ".py"
+            for f in bytecode.files
+            if f.kind == "file" and "/__pycache__/" not in f.path
+        }
         keep = [path for path in keep if path not in compiled]
     request = ClosureRequest(
         executables=(f"/usr/bin/python{python.version}",),
