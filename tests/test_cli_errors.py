@@ -18,6 +18,18 @@ def scratch_project(tmp_path: Path) -> Path:
     return project
 
 
+def build_in(project: Path, *args: str):  # type: ignore[no-untyped-def]
+    """`appliancekit build homepage --board qemu-virt-arm64 ARGS` against `project`."""
+    return run_cli(
+        "build",
+        "homepage",
+        "--board",
+        "qemu-virt-arm64",
+        *args,
+        env={"APPLIANCEKIT_HOME": str(project)},
+    )
+
+
 def assert_clean_failure(result, project: Path, *needles: str) -> None:  # type: ignore[no-untyped-def]
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
@@ -56,13 +68,7 @@ def test_unknown_key_in_recipe(scratch_project: Path) -> None:
         )
     )
     line = recipe.read_text().splitlines().index('exce = "x"') + 1
-    result = run_cli(
-        "build",
-        "homepage",
-        "--board",
-        "qemu-virt-arm64",
-        env={"APPLIANCEKIT_HOME": str(scratch_project)},
-    )
+    result = build_in(scratch_project)
     assert_clean_failure(result, scratch_project, f"recipe.toml:{line}", "service[0].exce")
 
 
@@ -70,39 +76,17 @@ def test_wrong_type_in_board(scratch_project: Path) -> None:
     board = scratch_project / "boards/qemu-virt-arm64.toml"
     board.write_text(board.read_text().replace("smp = 1", 'smp = "two"'))
     line = board.read_text().splitlines().index('smp = "two"') + 1
-    result = run_cli(
-        "build",
-        "homepage",
-        "--board",
-        "qemu-virt-arm64",
-        env={"APPLIANCEKIT_HOME": str(scratch_project)},
-    )
+    result = build_in(scratch_project)
     assert_clean_failure(result, scratch_project, f"qemu-virt-arm64.toml:{line}", "qemu.smp")
 
 
 def test_unknown_setting(scratch_project: Path) -> None:
-    result = run_cli(
-        "build",
-        "homepage",
-        "--board",
-        "qemu-virt-arm64",
-        "-s",
-        "colour=blue",
-        env={"APPLIANCEKIT_HOME": str(scratch_project)},
-    )
+    result = build_in(scratch_project, "-s", "colour=blue")
     assert_clean_failure(result, scratch_project, "colour", "site")
 
 
 def test_missing_site_directory(scratch_project: Path, tmp_path: Path) -> None:
-    result = run_cli(
-        "build",
-        "homepage",
-        "--board",
-        "qemu-virt-arm64",
-        "-s",
-        f"site={tmp_path}/nope",
-        env={"APPLIANCEKIT_HOME": str(scratch_project)},
-    )
+    result = build_in(scratch_project, "-s", f"site={tmp_path}/nope")
     assert_clean_failure(result, scratch_project, "settings.site")
 
 
@@ -115,13 +99,7 @@ def test_failure_mid_build_leaves_nothing(scratch_project: Path) -> None:
             'packages = ["nginx"]', 'packages = ["nginx", "no-such-package-xyz"]'
         )
     )
-    result = run_cli(
-        "build",
-        "homepage",
-        "--board",
-        "qemu-virt-arm64",
-        env={"APPLIANCEKIT_HOME": str(scratch_project)},
-    )
+    result = build_in(scratch_project)
     assert_clean_failure(result, scratch_project, "no-such-package-xyz")
 
 
@@ -132,11 +110,5 @@ def test_missing_executable_fails_in_minimise(scratch_project: Path) -> None:
     recipe.write_text(
         recipe.read_text().replace('exec = ["/usr/sbin/nginx"', 'exec = ["/usr/sbin/nginxx"')
     )
-    result = run_cli(
-        "build",
-        "homepage",
-        "--board",
-        "qemu-virt-arm64",
-        env={"APPLIANCEKIT_HOME": str(scratch_project)},
-    )
+    result = build_in(scratch_project)
     assert_clean_failure(result, scratch_project, "/usr/sbin/nginxx")
