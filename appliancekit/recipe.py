@@ -74,7 +74,7 @@ errors, with a "did you mean" suggestion)::
     ports = [80]                 # TCP ports, 1..65535
 
     [[probe]]
-    kind = "http"                # required: http|tcp|dns|smtp|imap|dns-tcp|closed|pdns-api
+    kind = "http"                # required: http|tcp|dns|smtp|imap|dns-tcp|closed|pdns-api|matrix
     port = 80                    # required, 1..65535
     name = ""                    # label for reports
     path = "/"                   # http: starts with "/"
@@ -528,7 +528,9 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
             src.fail(("python", "sources"), "sources = false needs bytecode = true")
         lock = (directory / python.lock).resolve()
         if not lock.is_relative_to(directory.resolve()):
-            src.fail(("python", "lock"), f"lock file {python.lock!r} is outside the recipe directory")
+            src.fail(
+                ("python", "lock"), f"lock file {python.lock!r} is outside the recipe directory"
+            )
         if not lock.is_file():
             src.fail(
                 ("python", "lock"),

@@ -11,17 +11,19 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from appliancekit.board import Board, find_board  # noqa: E402
+from appliancekit.board import Board, BootPath, find_board  # noqa: E402
 from appliancekit.boot.initramfs import build_marker_initramfs  # noqa: E402
 from appliancekit.boot.kmod import find_kernel  # noqa: E402
-from appliancekit.boottest import boot_test  # noqa: E402
+from appliancekit.boottest import boot_test, qemu_config  # noqa: E402
 from appliancekit.build import BuildPlan, build  # noqa: E402
 from appliancekit.cache import Cache, default_cache_dir  # noqa: E402
+from appliancekit.manifest import Manifest  # noqa: E402
 from appliancekit.output import Reporter  # noqa: E402
 from appliancekit.qemu import Machine, QemuConfig  # noqa: E402
 from appliancekit.recipe import find_recipe, resolve_settings  # noqa: E402
@@ -61,9 +63,29 @@ def marker_time(board: Board, cache: Cache, workdir: Path, runs: int) -> float:
             initrd=initrd,
             append=f"console={board.kernel.console} quiet panic=-1",
         )
+        if board.boot == BootPath.UKI:
+            # the bare kernel: UEFI firmware (-bios / pflash arguments) is timed on its own
+            config = replace(config, firmware=None, extra_args=())
         with tempfile.TemporaryDirectory() as tmp, Machine(config, Path(tmp)) as machine:
             machine.start()
             times.append(machine.wait_for_serial("appliancekit-marker", 120))
+    return min(times)
+
+
+# UEFI firmware (edk2) prints this when it hands over to the boot file
+UEFI_HANDOVER = "BdsDxe: starting"
+
+
+def firmware_time(board: Board, image_dir: Path, manifest: Manifest, runs: int) -> float:
+    """QEMU start -> the UEFI firmware starting the image's boot file (UEFI boards)."""
+    times = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            disk = image_dir / manifest.disk["path"]
+            config = qemu_config(board, disk, manifest, Path(tmp), ())
+            with Machine(config, Path(tmp)) as machine:
+                machine.start()
+                times.append(machine.wait_for_serial(UEFI_HANDOVER, 120))
     return min(times)
 
 
@@ -119,6 +141,12 @@ def main() -> int:
         results["kernel_to_marker_s"] = round(marker, 2)
         results["healthy_vs_marker"] = round(min(healthy) / marker, 2)
         results["healthy_vs_marker_target"] = 2.0
+        if board.boot == BootPath.UKI:
+            firmware = firmware_time(board, first.output_dir, first.manifest, args.runs)
+            results["firmware_s"] = round(firmware, 2)
+            results["healthy_after_firmware_vs_marker"] = round(
+                (min(healthy) - firmware) / marker, 2
+            )
 
     if args.json:
         json.dump(results, sys.stdout, indent=2)

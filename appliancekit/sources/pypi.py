@@ -98,7 +98,7 @@ def canonical_name(name: str) -> str:
 
 
 def parse_pin(requirement: str) -> tuple[str, str]:
-    """"Name[extra]==1.2" -> ("name", "1.2"); ValueError if it is not pinned with ==."""
+    """ "Name[extra]==1.2" -> ("name", "1.2"); ValueError if it is not pinned with ==."""
     match = _PIN_RE.fullmatch(requirement.strip())
     if not match:
         raise ValueError(f"{requirement!r} is not pinned (expected NAME==VERSION)")
@@ -169,9 +169,7 @@ def _toml_str(value: str) -> str:
 
 def format_lock(lock: Lock) -> str:
     out = [LOCK_HEADER, f"python = {_toml_str(lock.python)}\n"]
-    out.append(
-        "requirements = [" + ", ".join(_toml_str(r) for r in lock.requirements) + "]\n"
-    )
+    out.append("requirements = [" + ", ".join(_toml_str(r) for r in lock.requirements) + "]\n")
     if lock.unavailable:
         out.append("\n[unavailable]  # no wheel on PyPI for these architectures\n")
         for arch, names in lock.unavailable:
@@ -200,9 +198,10 @@ def platform_tags(arch: str, glibc: tuple[int, int]) -> list[str]:
     tags = [f"manylinux_{major}_{minor}_{machine}" for minor in range(newest, 16, -1)]
     tags.append(f"manylinux2014_{machine}")
     if machine == "x86_64":
-        tags += [
-            f"manylinux_2_{minor}_{machine}" for minor in range(16, 4, -1)
-        ] + [f"manylinux2010_{machine}", f"manylinux1_{machine}"]
+        tags += [f"manylinux_2_{minor}_{machine}" for minor in range(16, 4, -1)] + [
+            f"manylinux2010_{machine}",
+            f"manylinux1_{machine}",
+        ]
     return tags
 
 
@@ -858,9 +857,7 @@ def install(
         )
         for u in wheels
     ]
-    python_debs = [
-        u for u in debian if any(_under(f.path, python_roots(python)) for f in u.files)
-    ]
+    python_debs = [u for u in debian if any(_under(f.path, python_roots(python)) for f in u.files)]
     packages: list[UnpackedPackage] = list(wheels)
     bytecode = compile_bytecode(cache, python, suite, [*python_debs, *wheels])
     if bytecode is not None:
@@ -881,6 +878,20 @@ def install(
     )
     manifest = tuple(w.package.to_json() | {"role": "pypi"} for w in wheels)
     return PythonInstall(tuple(packages), (request,), manifest)
+
+
+def installed_size(cache: Cache, python: PythonPlan | None) -> int:
+    """Bytes of the plan's wheels unpacked, as `pip install` would lay them out (without
+    bytecode): the wheels' share of a normal installation, for size comparisons."""
+    if python is None:
+        return 0
+    glibc = SUITE_GLIBC["trixie"]
+    paths = fetch(cache, python, glibc)
+    return sum(
+        item.size
+        for wheel in python.wheels
+        for item in unpack_wheel(cache, wheel, paths[wheel], python.site).files
+    )
 
 
 def replace_size(package: DebPackage, size: int) -> DebPackage:
