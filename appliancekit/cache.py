@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,3 +36,18 @@ class Cache:
         path = self.root / "tmp"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @contextmanager
+    def staged_dir(self, destination: Path, prefix: str) -> Iterator[Path]:
+        """A scratch directory that replaces `destination` in one rename when the block
+        ends without an error; readers never see a half-filled cache entry."""
+        staging = Path(tempfile.mkdtemp(prefix=prefix, dir=self.tmp_dir()))
+        try:
+            yield staging
+            if destination.exists():
+                shutil.rmtree(destination)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging, destination)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)

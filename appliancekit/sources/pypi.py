@@ -524,56 +524,49 @@ def unpack_wheel(cache: Cache, wheel: DebPackage, path: Path, site: str) -> Pref
 
 
 def _extract_wheel(path: Path, destination: Path, cache: Cache) -> None:
-    staging = Path(tempfile.mkdtemp(prefix="wheel-", dir=cache.tmp_dir()))
     try:
-        tree = staging / "tree"
-        tree.mkdir()
-        entries: dict[str, dict[str, object]] = {}
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                rel = _wheel_member_path(info.filename)
-                if rel is None:
-                    continue
-                target = tree / rel
-                mode = (info.external_attr >> 16) & 0o7777
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out)
-                # a site directory's modules and scripts are imported or read, not executed
-                # through their #! line (which names /usr/bin/env or a shell, absent from an
-                # appliance): only ELF files keep their executable bits
-                with open(target, "rb") as head:
-                    elf = head.read(4) == b"\x7fELF"
-                os.chmod(target, 0o755 if mode & 0o111 and elf else 0o644)
-        for dirpath, dirnames, filenames in os.walk(tree):
-            dirnames.sort()
-            for name in sorted(dirnames + filenames):
-                full = Path(dirpath) / name
-                info_stat = full.lstat()
-                rel = "/" + str(full.relative_to(tree))
-                is_dir = stat.S_ISDIR(info_stat.st_mode)
-                entries[rel] = {
-                    "path": rel,
-                    "kind": "dir" if is_dir else "file",
-                    "mode": 0o755 if is_dir else stat.S_IMODE(info_stat.st_mode),
-                    "uid": 0,
-                    "gid": 0,
-                    "size": 0 if is_dir else info_stat.st_size,
-                    "target": "",
-                }
-        (staging / LISTING).write_text(json.dumps(sorted(entries.values(), key=_by_path)))
-        if destination.exists():
-            shutil.rmtree(destination)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staging, destination)
+        with cache.staged_dir(destination, "wheel-") as staging:
+            tree = staging / "tree"
+            tree.mkdir()
+            entries: dict[str, dict[str, object]] = {}
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    rel = _wheel_member_path(info.filename)
+                    if rel is None:
+                        continue
+                    target = tree / rel
+                    mode = (info.external_attr >> 16) & 0o7777
+                    if info.is_dir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with archive.open(info) as src, open(target, "wb") as out:
+                        shutil.copyfileobj(src, out)
+                    # a site directory's modules and scripts are imported or read, not executed
+                    # through their #! line (which names /usr/bin/env or a shell, absent from an
+                    # appliance): only ELF files keep their executable bits
+                    with open(target, "rb") as head:
+                        elf = head.read(4) == b"\x7fELF"
+                    os.chmod(target, 0o755 if mode & 0o111 and elf else 0o644)
+            for dirpath, dirnames, filenames in os.walk(tree):
+                dirnames.sort()
+                for name in sorted(dirnames + filenames):
+                    full = Path(dirpath) / name
+                    info_stat = full.lstat()
+                    rel = "/" + str(full.relative_to(tree))
+                    is_dir = stat.S_ISDIR(info_stat.st_mode)
+                    entries[rel] = {
+                        "path": rel,
+                        "kind": "dir" if is_dir else "file",
+                        "mode": 0o755 if is_dir else stat.S_IMODE(info_stat.st_mode),
+                        "uid": 0,
+                        "gid": 0,
+                        "size": 0 if is_dir else info_stat.st_size,
+                        "target": "",
+                    }
+            (staging / LISTING).write_text(json.dumps(sorted(entries.values(), key=_by_path)))
     except zipfile.BadZipFile as exc:
         raise ToolError(f"{path.name}: not a wheel: {exc}") from exc
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
 
 
 def _by_path(entry: Mapping[str, object]) -> str:
@@ -690,8 +683,7 @@ def compile_bytecode(
     listing = destination / LISTING
     if not listing.exists():
         interpreter = _host_python(cache, suite, python.version)
-        staging = Path(tempfile.mkdtemp(prefix="bytecode-", dir=cache.tmp_dir()))
-        try:
+        with cache.staged_dir(destination, "bytecode-") as staging:
             jobs = []
             for path in sources:
                 directory, name = posixpath.split(path)
@@ -705,13 +697,6 @@ def compile_bytecode(
             _run_host_python(interpreter, _COMPILER, json.dumps(jobs))
             entries = _scan_generated(staging)
             (staging / LISTING).write_text(json.dumps(entries))
-            if destination.exists():
-                shutil.rmtree(destination)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staging, destination)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
     files = tuple(PackageFile(**entry) for entry in json.loads(listing.read_text()))
     package = DebPackage(BYTECODE_PACKAGE, python.version, "all", key, 0, "")
     return UnpackedPackage(package, destination, files)
@@ -757,8 +742,7 @@ def _host_python(cache: Cache, suite: str, version: str) -> HostPython:
     key = fingerprint(sorted(p.sha256 for p in packages))
     home = _pypi_dir(cache) / "host-python" / key
     if not (home / ".complete").exists():
-        staging = Path(tempfile.mkdtemp(prefix="host-python-", dir=cache.tmp_dir()))
-        try:
+        with cache.staged_dir(home, "host-python-") as staging:
             for package in unpacked:
                 for item in package.files:
                     target = staging / item.path.lstrip("/")
@@ -772,13 +756,6 @@ def _host_python(cache: Cache, suite: str, version: str) -> HostPython:
                         target.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copy2(package.host_path(item.path), target)
             (staging / ".complete").touch()
-            if home.exists():
-                shutil.rmtree(home)
-            home.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staging, home)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
     triplet = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[arch]
     loader_name = {"amd64": "ld-linux-x86-64.so.2", "arm64": "ld-linux-aarch64.so.1"}[arch]
     libdir = home / "usr/lib" / triplet

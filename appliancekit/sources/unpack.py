@@ -12,7 +12,6 @@ import os
 import shutil
 import stat
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,8 +54,7 @@ def unpack(cache: Cache, fetched: FetchedDeb) -> UnpackedPackage:
 
 
 def _extract(deb: Path, destination: Path, cache: Cache) -> None:
-    staging = Path(tempfile.mkdtemp(prefix="unpack-", dir=cache.tmp_dir()))
-    try:
+    with cache.staged_dir(destination, "unpack-") as staging:
         result = subprocess.run(
             ["dpkg-deb", "-x", str(deb), str(staging)], capture_output=True, text=True, check=False
         )
@@ -65,13 +63,6 @@ def _extract(deb: Path, destination: Path, cache: Cache) -> None:
         _merge_usr(staging)
         entries = _scan(staging)
         (staging / LISTING).write_text(json.dumps(entries, sort_keys=True))
-        if destination.exists():
-            shutil.rmtree(destination)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staging, destination)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
 
 
 def _merge_usr(tree: Path) -> None:
