@@ -33,6 +33,8 @@ Format (keys marked *required* must be present; unknown keys are errors)::
     extra_args = []              # extra QEMU arguments
     imds = false                 # boot tests serve EC2 user-data (IMDSv2) at 169.254.169.254
     dtb = ""                     # rpi: device tree on the boot partition instead of config.txt's
+    append = []                  # kernel words the boot test adds for what QEMU does not emulate
+    dtb_delete = []              # "NODE:PROPERTY"s the boot test deletes from the device tree
     [qemu.network]               # optional: a second model booting the same image, for the
     machine = "raspi3b"          # network probes when the main model has no network; keys
     net_device = "usb-net"       # as in [qemu], unset ones are taken from [qemu]
@@ -133,9 +135,13 @@ class QemuSpec:
     net_device: str | None = "virtio-net-pci"  # None: the model has no usable network
     firmware: str | None = None  # UEFI firmware path, if the boot path needs one
     extra_args: tuple[str, ...] = ()
-    # boot tests serve the device's settings as EC2 user-data at 169.254.169.254 (IMDSv2)
+    # boot tests serve EC2 user-data (IMDSv2) at 169.254.169.254 (boottest.USER_DATA)
     imds: bool = False
     dtb: str | None = None  # device tree file on the boot partition (boot paths that load one)
+    # The boot test's stand-ins for what a board's firmware does to the command line and device
+    # tree, limited to QEMU's gaps (e.g. no firmware GPIO expander on raspi4b): never shipped.
+    append: tuple[str, ...] = ()
+    dtb_delete: tuple[str, ...] = ()  # "/node/path:property"
     # Another model that boots the same image and runs the network probes, for boards whose
     # own QEMU model has no usable network (the Pi 4's raspi4b: no GENET, USB gadget only).
     network: QemuSpec | None = None
@@ -210,6 +216,12 @@ _QEMU_PROFILE = (
     Field("extra_args", list_of(string(nonempty=False)), default=()),
     Field("imds", boolean(), default=False),
     Field("dtb", optional_string(), default=None),
+    Field("append", list_of(string()), default=()),
+    Field(
+        "dtb_delete",
+        list_of(string(pattern=r"/[^:]*:[^:]+", hint='expected "/node/path:property"')),
+        default=(),
+    ),
 )
 # [qemu.network]: every key optional; what it leaves out comes from [qemu]
 _QEMU_NETWORK = tuple(Field(f.key, f.parse, default=f.default) for f in _QEMU_PROFILE)

@@ -648,7 +648,7 @@ def check_matrix(probe: Probe, host: str, port: int, timeout: float) -> str:
     return f"{user_id} read {message!r} back from {alias}"
 
 
-# -- submission, imap-message, managesieve (recipe mailserver) --------------------------------
+# -- smtp-send, imap-message, managesieve (recipe mailserver) ---------------------------------
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -666,48 +666,59 @@ def _credentials(probe: Probe) -> tuple[str, str]:
     return user, password
 
 
-def _submission_describe(probe: Probe) -> str:
+def _smtp_send_describe(probe: Probe) -> str:
     return f"{probe.param('subject') or 'a message'!r} to {probe.param('to')}"
 
 
-@probe_kind("submission", describe=_submission_describe)
-def check_submission(probe: Probe, host: str, port: int, timeout: float) -> str:
-    """SMTP submission: AUTH must not be offered before STARTTLS; after it, log in as
-    params.user/password and send params.subject from params.from to params.to."""
+@probe_kind("smtp-send", describe=_smtp_send_describe)
+def check_smtp_send(probe: Probe, host: str, port: int, timeout: float) -> str:
+    """Send params.subject (plus the "Name: value" lines of params.headers) from params.from
+    to params.to over SMTP, after STARTTLS (unless params.tls = "none"). With params.user,
+    AUTH is required -- and must not be offered before STARTTLS -- as on a submission port;
+    without, the message arrives as from the Internet (port 25)."""
     from email.message import EmailMessage
     from email.utils import formatdate, make_msgid
 
-    user, password = _credentials(probe)
+    user = probe.param("user")
+    if user:
+        user, password = _credentials(probe)
     sender, recipient = probe.param("from") or user, probe.param("to")
-    if not recipient:
-        raise ProbeFailed("a submission probe needs params.to")
+    if not (sender and recipient):
+        raise ProbeFailed("an smtp-send probe needs params.from (or user) and params.to")
     message = EmailMessage()
     message["From"] = sender
     message["To"] = recipient
     message["Subject"] = probe.param("subject") or "appliancekit probe"
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    for line in probe.param("headers").splitlines():  # extra "Name: value" header lines
+        name, colon, value = line.partition(":")
+        if colon and name.strip():
+            message[name.strip()] = value.strip()
     message.set_content(probe.param("body") or "Sent by the appliancekit boot test.\n")
     client = smtplib.SMTP(timeout=timeout)
     try:
         code, greeting = client.connect(host, port)
         if code != 220:
             raise ProbeFailed(f"SMTP greeting {code} {_short(greeting)!r}, expected 220")
+        client._host = host  # connect() does not record it; starttls() sends it as SNI
         client.ehlo("appliancekit.probe")
-        if client.has_extn("auth"):
+        if user and client.has_extn("auth"):
             raise ProbeFailed("AUTH is offered before STARTTLS (passwords would travel in clear)")
-        if not client.has_extn("starttls"):
-            raise ProbeFailed("STARTTLS is not offered")
-        client.starttls(context=_tls_context())
-        client.ehlo("appliancekit.probe")
-        if not client.has_extn("auth"):
-            raise ProbeFailed("AUTH is not offered after STARTTLS")
-        try:
-            client.login(user, password)
-        except smtplib.SMTPAuthenticationError as e:
-            raise ProbeFailed(
-                f"AUTH as {user} refused: {e.smtp_code} {_short(e.smtp_error)}"
-            ) from e
+        if probe.param("tls") != "none":
+            if not client.has_extn("starttls"):
+                raise ProbeFailed("STARTTLS is not offered")
+            client.starttls(context=_tls_context())
+            client.ehlo("appliancekit.probe")
+        if user:
+            if not client.has_extn("auth"):
+                raise ProbeFailed("AUTH is not offered after STARTTLS")
+            try:
+                client.login(user, password)
+            except smtplib.SMTPAuthenticationError as e:
+                raise ProbeFailed(
+                    f"AUTH as {user} refused: {e.smtp_code} {_short(e.smtp_error)}"
+                ) from e
         code, answer = client.mail(sender)
         if code != 250:
             raise ProbeFailed(f"MAIL FROM:<{sender}> answered {code} {_short(answer)}")
@@ -719,7 +730,7 @@ def check_submission(probe: Probe, host: str, port: int, timeout: float) -> str:
             raise ProbeFailed(f"DATA answered {code} {_short(answer)}")
         with contextlib.suppress(smtplib.SMTPException, OSError):
             client.quit()
-        return f"sent as {user}: {code} {_short(answer)}"
+        return f"sent{f' as {user}' if user else ''}: {code} {_short(answer)}"
     except smtplib.SMTPServerDisconnected as e:
         raise ProbeFailed(f"SMTP server at {host}:{port} closed the connection: {e}") from e
     finally:
@@ -738,7 +749,8 @@ def _imap_quote(text: str) -> str:
 def check_imap_message(probe: Probe, host: str, port: int, timeout: float) -> str:
     """IMAP (params.tls: starttls (default), implicit or none): log in, find the newest
     message with params.subject in params.mailbox; if params.header is set, that header must
-    be there and contain params.header_contains."""
+    be there, and one of its instances must contain every comma-separated string of
+    params.header_contains."""
     from email import message_from_bytes
 
     user, password = _credentials(probe)
@@ -776,9 +788,9 @@ def check_imap_message(probe: Probe, host: str, port: int, timeout: float) -> st
             values = [" ".join(str(v).split()) for v in message_from_bytes(raw).get_all(header, [])]
             if not values:
                 raise ProbeFailed(f"message {subject!r} in {mailbox} has no {header} header")
-            want = probe.param("header_contains")
-            if want and not any(want in value for value in values):
-                raise ProbeFailed(f"{header} lacks {want!r}: {_short(values[0])}")
+            wanted = [w.strip() for w in probe.param("header_contains").split(",") if w.strip()]
+            if not any(all(w in value for w in wanted) for value in values):
+                raise ProbeFailed(f"{header} lacks {wanted}: {_short(' | '.join(values))}")
             detail += f"; {header}: {_short(values[0], 80)}"
         return detail
     finally:

@@ -148,7 +148,7 @@ class ProbeKind(StrEnum):
     PDNS_API = "pdns-api"  # PowerDNS HTTP API: create a zone + A record (params)
     DNS_TCP = "dns-tcp"  # like dns, over TCP
     CLOSED = "closed"  # nothing listens on this guest port
-    SUBMISSION = "submission"  # SMTP submission: STARTTLS, AUTH, send a message (params)
+    SMTP_SEND = "smtp-send"  # send a message over SMTP: STARTTLS, AUTH if a user is given
     IMAP_MESSAGE = "imap-message"  # IMAP login, find a message by subject, check a header
     MANAGESIEVE = "managesieve"  # ManageSieve: STARTTLS, AUTH, upload + activate a script
     MATRIX = "matrix"  # Matrix client API: register (shared secret), post, read back (params)

@@ -7,6 +7,7 @@ packages=(
   qemu-system-arm qemu-system-x86 qemu-efi-aarch64 qemu-efi-arm ovmf
   erofs-utils cryptsetup-bin fdisk dosfstools mtools e2fsprogs cpio kmod
   bmap-tools zstd xz-utils git make nix-bin
+  device-tree-compiler
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -21,4 +22,34 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq || apt-get update
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# QEMU 10 for the SD-card boards: Debian 12's QEMU 7.2 has no raspi4b model and its
+# cubieboard cannot run U-Boot's SPL from the SD card. On bookworm it comes from
+# bookworm-backports, added on the host's own Debian mirror; every other package stays on
+# bookworm. qemu-system-x86 moves too: it must match qemu-system-common's version.
+qemu_min="1:10"
+qemu_now=$(dpkg-query -W -f='${Version}' qemu-system-arm 2>/dev/null || true)
+if ! dpkg --compare-versions "${qemu_now:-0}" ge "$qemu_min"; then
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-host: qemu-system-arm ${qemu_now:-missing} is older than $qemu_min (run as root to install it from $codename-backports)" >&2
+    exit 2
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  suite=""
+  if [ "$codename" = bookworm ]; then
+    suite="$codename-backports"
+    list=/etc/apt/sources.list.d/appliancekit-backports.sources
+    if [ ! -f "$list" ]; then
+      mirror=$(apt-get indextargets --format '$(REPO_URI)' "Release: $codename" 'Created-By: Packages' | head -n1)
+      [ -n "$mirror" ] || { echo "setup-host: no Debian $codename source to derive $suite from" >&2; exit 2; }
+      printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "$mirror" "$suite" > "$list"
+    fi
+  fi
+  apt-get update -qq || apt-get update
+  echo "setup-host: installing QEMU >= $qemu_min${suite:+ from $suite}"
+  apt-get install -y -qq --no-install-recommends ${suite:+-t "$suite"} \
+    qemu-system-arm qemu-system-x86 qemu-system-common qemu-system-data >/dev/null
 fi

@@ -24,7 +24,12 @@ from appliancekit.errors import UserError
 from appliancekit.sources.unpack import UnpackedPackage
 
 MIB = 1 << 20
-_MODULES = {BootPath.DIRECT: "appliancekit.boot.direct"}
+_MODULES = {
+    BootPath.DIRECT: "appliancekit.boot.direct",
+    BootPath.RPI: "appliancekit.boot.rpi",
+    BootPath.UBOOT: "appliancekit.boot.uboot",
+    BootPath.UKI: "appliancekit.boot.uki",
+}
 
 
 @dataclass(frozen=True)
