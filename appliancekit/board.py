@@ -19,7 +19,7 @@ Format (keys marked *required* must be present; unknown keys are errors)::
     table = "gpt"                # required: gpt | mbr
     boot_size_mib = 64           # >= 1
     data_size_mib = 64           # >= 1
-    device_prefix = "/dev/vda"   # absolute
+    device_prefix = "/dev/vda"   # absolute; MBR partitions are PREFIXn (a glob: /dev/mmcblk*p)
 
     [qemu]                       # required
     binary = "qemu-system-aarch64"   # required
@@ -28,27 +28,24 @@ Format (keys marked *required* must be present; unknown keys are errors)::
     memory = "512M"              # QEMU -m syntax: digits with an optional K/M/G/T suffix
     smp = 1                      # >= 1
     disk_device = "virtio-blk-pci"
-    net_device = "virtio-net-pci"    # "": the model has no usable network
+    net_device = "virtio-net-pci"
     firmware = ""                # "" or absent -> None; UEFI firmware path otherwise
     extra_args = []              # extra QEMU arguments
     imds = false                 # boot tests serve EC2 user-data (IMDSv2) at 169.254.169.254
-    dtb = ""                     # rpi: device tree on the boot partition instead of config.txt's
     append = []                  # kernel words the boot test adds for what QEMU does not emulate
-    dtb_delete = []              # "NODE:PROPERTY"s the boot test deletes from the device tree
-    [qemu.network]               # optional: a second model booting the same image, for the
-    machine = "raspi3b"          # network probes when the main model has no network; keys
-    net_device = "usb-net"       # as in [qemu], unset ones are taken from [qemu]
+    dtb_delete = []              # "/node:property"s the boot test deletes from the device tree
 
     [firmware]                   # optional
     packages = ["raspi-firmware"]    # Debian packages holding firmware / boot loader files
     files = { "start4.elf" = "/usr/lib/raspi-firmware/start4.elf" }  # see FirmwareSpec
-    config = { arm_64bit = "1" } # boot loader configuration entries (config.txt on the Pi)
+    config = { arm_64bit = "1" } # boot path settings: config.txt lines on the Pi, the SPL
+                                 # and U-Boot environment for uboot (boot/rpi.py, boot/uboot.py)
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
@@ -132,19 +129,15 @@ class QemuSpec:
     memory: str = "512M"
     smp: int = 1
     disk_device: str = "virtio-blk-pci"  # -device used for the disk
-    net_device: str | None = "virtio-net-pci"  # None: the model has no usable network
+    net_device: str = "virtio-net-pci"
     firmware: str | None = None  # UEFI firmware path, if the boot path needs one
     extra_args: tuple[str, ...] = ()
     # boot tests serve EC2 user-data (IMDSv2) at 169.254.169.254 (boottest.USER_DATA)
     imds: bool = False
-    dtb: str | None = None  # device tree file on the boot partition (boot paths that load one)
     # The boot test's stand-ins for what a board's firmware does to the command line and device
     # tree, limited to QEMU's gaps (e.g. no firmware GPIO expander on raspi4b): never shipped.
     append: tuple[str, ...] = ()
     dtb_delete: tuple[str, ...] = ()  # "/node/path:property"
-    # Another model that boots the same image and runs the network probes, for boards whose
-    # own QEMU model has no usable network (the Pi 4's raspi4b: no GENET, USB gadget only).
-    network: QemuSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -200,7 +193,7 @@ _DISK = (
     Field("data_size_mib", integer(1, 1 << 20), default=64),
     Field("device_prefix", abs_path(), default="/dev/vda"),
 )
-_QEMU_PROFILE = (
+_QEMU = (
     Field("binary", string(), required=True),
     Field("machine", string(), required=True),
     Field("cpu", optional_string(), default=None),
@@ -211,11 +204,10 @@ _QEMU_PROFILE = (
     ),
     Field("smp", integer(1, 1024), default=1),
     Field("disk_device", string(), default="virtio-blk-pci"),
-    Field("net_device", optional_string(), default="virtio-net-pci"),
+    Field("net_device", string(), default="virtio-net-pci"),
     Field("firmware", optional_string(), default=None),
     Field("extra_args", list_of(string(nonempty=False)), default=()),
     Field("imds", boolean(), default=False),
-    Field("dtb", optional_string(), default=None),
     Field("append", list_of(string()), default=()),
     Field(
         "dtb_delete",
@@ -223,9 +215,6 @@ _QEMU_PROFILE = (
         default=(),
     ),
 )
-# [qemu.network]: every key optional; what it leaves out comes from [qemu]
-_QEMU_NETWORK = tuple(Field(f.key, f.parse, default=f.default) for f in _QEMU_PROFILE)
-_QEMU = (*_QEMU_PROFILE, Field("network", table(_QEMU_NETWORK), default=None))
 _FIRMWARE = (
     Field("packages", list_of(string()), default=()),
     Field("files", string_table(), default=()),
@@ -254,22 +243,10 @@ def load_board(path: Path) -> Board:
         source_file=src.file,
         kernel=KernelSpec(**top["kernel"]),
         disk=DiskSpec(**top["disk"]),
-        qemu=_qemu_spec(src, top["qemu"]),
+        qemu=QemuSpec(**top["qemu"]),
         firmware=FirmwareSpec(**top["firmware"]) if top["firmware"] else FirmwareSpec(),
         **board,
     )
-
-
-def _qemu_spec(src: TomlSource, fields: dict) -> QemuSpec:
-    network = fields.pop("network")
-    spec = QemuSpec(**fields)
-    if network is None:
-        return spec
-    given = src.data["qemu"]["network"]
-    profile = replace(spec, **{k: v for k, v in network.items() if k in given})
-    if profile.net_device is None:
-        src.fail(("qemu", "network", "net_device"), "the network profile needs a net_device")
-    return replace(spec, network=profile)
 
 
 def list_boards(boards_dir: Path) -> list[str]:

@@ -16,11 +16,9 @@ from pathlib import Path
 
 import jinja2
 
-from appliancekit import supervisor
 from appliancekit.board import Board
 from appliancekit.boot import boot_path
 from appliancekit.flash import read_device_settings, write_device_settings
-from appliancekit.hostcmd import run
 from appliancekit.imds import ImdsServer, settings_user_data
 from appliancekit.manifest import Manifest
 from appliancekit.probes import ProbeResult, forward_map, forwards_for, wait_for_probes
@@ -166,11 +164,6 @@ def boot_test(
     itself without an overlay (it is changed: the data partition grows, state is kept).
     On boards with [qemu] imds = true, `user_data` (default USER_DATA) is served as EC2
     user-data over IMDSv2 and overrides the device's settings in the probes."""
-    if board.qemu.net_device is None:  # a QEMU model without a usable network
-        return console_boot_test(
-            image_dir, manifest, board, disk=disk, timeout=timeout, log_dir=log_dir,
-            reboot=reboot, writable=writable, user_data=user_data,
-        )  # fmt: skip
     disk = disk or image_dir / manifest.disk["path"]
     log_dir = log_dir or image_dir
     with tempfile.TemporaryDirectory(prefix="boottest.") as tmp, contextlib.ExitStack() as stack:
@@ -219,6 +212,10 @@ def boot_test(
         suffix = " (after reboot)" if number > 1 else ""
         results += [replace(r, name=r.name + suffix) for r in boot.results]
     notes = []
+    if board.qemu.append or board.qemu.dtb_delete:
+        # the firmware stand-in's edits for what the QEMU model lacks (the image is unchanged)
+        edits = [*board.qemu.append, *(f"device tree -{e}" for e in board.qemu.dtb_delete)]
+        notes.append(f"QEMU {board.qemu.machine} gaps bridged: {', '.join(edits)}")
     if imds is not None:
         fetched = "fetched with an IMDSv2 token" if imds.served_user_data() else "never fetched"
         notes.append(f"user-data served at 169.254.169.254: {sorted(user_data)}, {fetched}")
@@ -304,163 +301,3 @@ def _markers(machine: Machine) -> dict[str, float]:
             if marker.endswith(message):
                 found[name] = float(uptime)
     return found
-
-
-# --------------------------------------------------------------------------- no network
-# QEMU models without a usable network device (raspi4b: no GENET, gadget-only USB) cannot
-# run the recipe's probes. There the console is the evidence: the hand-over, then each
-# service's start marker (supervisor.STARTING), and no restart within STABLE_SECONDS. The
-# probes run on the board's [qemu.network] model if it has one; the report says which.
-STABLE_SECONDS = 3.0
-
-
-def service_names(disk: Path, manifest: Manifest, workdir: Path) -> list[str]:
-    """The services in the image's sealed root (its s6 service directories)."""
-    part = manifest.partition("ak-root")
-    root = workdir / "root.erofs"
-    with open(disk, "rb") as src, open(root, "wb") as out:
-        src.seek(part["offset"])
-        out.write(src.read(part["size"]))
-    listing = run(["dump.erofs", "--ls", f"--path={supervisor.SERVICE_DIR}", root]).stdout
-    root.unlink()
-    names = []
-    for line in listing.split("FILENAME", 1)[-1].splitlines():
-        fields = line.split()
-        if len(fields) == 3 and fields[1] == "2" and fields[2] not in (".", ".."):
-            names.append(fields[2])
-    return names
-
-
-def console_boot_test(
-    image_dir: Path,
-    manifest: Manifest,
-    board: Board,
-    *,
-    disk: Path | None = None,
-    timeout: float = 240.0,
-    log_dir: Path | None = None,
-    reboot: bool | None = None,
-    writable: bool = False,
-    user_data: dict[str, str] | None = None,
-) -> BootTestReport:
-    """boot_test for a board whose QEMU model has no network: console health, then the
-    probes on [qemu.network] (another model booting the same image) if the board has one."""
-    disk = disk or image_dir / manifest.disk["path"]
-    log_dir = log_dir or image_dir
-    qemu = board.qemu
-    with tempfile.TemporaryDirectory(prefix="boottest.") as tmp:
-        workdir = Path(tmp)
-        services = service_names(disk, manifest, workdir)
-        original = disk
-        disk = with_test_settings(disk, manifest, workdir, in_place=writable)
-        if reboot is None:
-            reboot = any(p.phase != ProbePhase.EVERY for p in probes_from_manifest(manifest))
-        if reboot and not writable and disk == original:
-            copy = workdir / "disk.img"
-            subprocess.run(["cp", "--sparse=always", str(disk), str(copy)], check=True)
-            disk = copy
-        boots: list[_Boot] = []
-        count = 2 if reboot else 1
-        for number in range(1, count + 1):
-            config = qemu_config(
-                board, disk, manifest, workdir, (), snapshot=not (reboot or writable)
-            )
-            settle = EXT4_COMMIT_SECONDS if number < count else 0.0
-            boots.append(
-                _console_boot(config, workdir / f"boot{number}", services, timeout, settle)
-            )
-            if not boots[-1].passed:
-                break
-        serial = "\n".join(b.serial for b in boots)
-        failed = next((b for b in boots if not b.passed), None)
-        notes = [
-            f"network probes not run on QEMU {qemu.machine}: the model has no usable network"
-            f" device; health read from its serial console: {', '.join(services)} started"
-            f" once and stayed up {STABLE_SECONDS:.0f}s"
-            + (f" (booted {count} times)" if count > 1 else ""),
-            *(f"{qemu.machine}: kernel words added for the emulator: {w}" for w in qemu.append),
-            *(f"{qemu.machine}: device-tree property removed: {e}" for e in qemu.dtb_delete),
-        ]
-        report = BootTestReport(
-            name=manifest.name,
-            board=board.name,
-            passed=failed is None,
-            boot_to_healthy=boots[0].healthy,
-            markers=boots[0].markers,
-            probes=[],
-            serial_log="",
-            failure=None if failed is None else failed.failure,
-            serial_tail="" if failed is None else failed.tail,
-            notes=notes,
-        )
-        if failed is None and qemu.network is not None:
-            network = qemu.network
-            net = boot_test(
-                image_dir, manifest, replace(board, qemu=network), disk=disk, timeout=timeout,
-                log_dir=workdir, reboot=reboot, writable=writable, user_data=user_data,
-            )  # fmt: skip
-            serial += "\n" + Path(net.serial_log).read_text()
-            healthy = f"{net.boot_to_healthy:.1f}s" if net.boot_to_healthy else "never"
-            report = replace(
-                report,
-                passed=net.passed,
-                probes=[replace(r, name=f"{r.name} (on {network.machine})") for r in net.probes],
-                failure=net.failure,
-                serial_tail=net.serial_tail,
-                notes=[
-                    *notes,
-                    f"network probes ran on QEMU {network.machine} booting the same image"
-                    f" (healthy after {healthy})",
-                    *(f"{network.machine}: {n}" for n in net.notes),
-                ],
-            )
-    log_path = log_dir / "serial.log"
-    try:
-        log_path.write_text(serial)
-    except OSError:
-        log_path = Path(tempfile.mkdtemp(prefix="boottest-log.")) / "serial.log"
-        log_path.write_text(serial)
-    return replace(report, serial_log=str(log_path))
-
-
-def _console_boot(
-    config: QemuConfig, workdir: Path, services: list[str], timeout: float, settle: float
-) -> _Boot:
-    """One boot judged by its console: hand-over, every service started, none restarted."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    machine = Machine(config, workdir)
-    starts = {name: supervisor.STARTING.format(name=name) for name in services}
-    failure: str | None = None
-    healthy: float | None = None
-    markers: dict[str, float] = {}
-    try:
-        with machine:
-            machine.start()
-            machine.wait_for_serial(HANDOVER, timeout)
-            for marker in starts.values():
-                machine.wait_for_serial(
-                    re.compile(re.escape(marker) + "|" + FATAL.pattern), timeout
-                )
-                if FATAL.search(machine.serial_text()):
-                    break
-            healthy = time.monotonic() - machine.started_at
-            time.sleep(STABLE_SECONDS)
-            text = machine.serial_text()
-            fatal = FATAL.search(text)
-            restarted = [name for name, marker in starts.items() if text.count(marker) > 1]
-            if fatal:
-                failure = f"boot failed: {fatal.group(0)}"
-            elif restarted:
-                failure = f"service restarted within {STABLE_SECONDS:.0f}s: {', '.join(restarted)}"
-            elif not machine.is_running():
-                failure = f"QEMU exited (status {machine.returncode})"
-            markers = _markers(machine)
-            if failure is None and settle:
-                time.sleep(settle)
-            machine.powerdown(timeout=5)
-    except BootError as exc:
-        failure = str(exc)
-    if failure is not None:
-        healthy = None
-    tail = "" if failure is None else machine.failure_tail(30)
-    return _Boot([], markers, healthy, failure, tail, machine.serial_text())

@@ -28,12 +28,6 @@ CD = "/usr/lib/execline/bin/cd"
 IF = "/usr/lib/execline/bin/if"
 IFELSE = "/usr/lib/execline/bin/ifelse"
 ELTEST = "/usr/lib/execline/bin/eltest"
-FOREGROUND = "/usr/lib/execline/bin/foreground"
-HEREDOC = "/usr/lib/execline/bin/heredoc"
-S6_LOG = "/usr/bin/s6-log"
-# Printed on the console each time s6 starts a service: on QEMU models without a usable
-# network the boot test reads service health from these (started once, not restarted).
-STARTING = "appliancekit: service {name} starting"
 
 
 def quote(word: str) -> str:
@@ -45,7 +39,7 @@ def quote(word: str) -> str:
 def run_script(service: Service, users: Mapping[str, User]) -> str:
     # No fd juggling: s6-svscan got the console as stdout and stderr from the initramfs and
     # every service inherits both, so logs reach the serial console. Each exec costs time.
-    lines = [f"#!{EXECLINEB} -P", starting_marker(service.name)]
+    lines = [f"#!{EXECLINEB} -P"]
     for key, value in service.environment:
         lines.append(f"{EXPORT} {quote(key)} {quote(value)}")
     if service.working_directory != "/":
@@ -63,12 +57,6 @@ def run_script(service: Service, users: Mapping[str, User]) -> str:
             lines.append(f"{IF} {{ {' '.join(quote(word) for word in command)} }}")
     lines.append(main)
     return "\n".join(lines) + "\n"
-
-
-def starting_marker(name: str) -> str:
-    """execline: print STARTING (execline has no echo; s6-log's `1` copies stdin to stdout)."""
-    text = quote(STARTING.format(name=name) + "\n")
-    return f"{FOREGROUND} {{ {HEREDOC} 0 {text} {S6_LOG} 1 }}"
 
 
 def _extra_gids(user: User, users: Mapping[str, User]) -> list[int]:
@@ -96,9 +84,6 @@ def install(
             APPLYUIDGID,
             EXPORT,
             CD,
-            FOREGROUND,
-            HEREDOC,
-            S6_LOG,
             *sorted(helpers),
             *run_files,
         ),

@@ -20,6 +20,7 @@ sys.path.insert(0, str(REPO))
 from appliancekit.board import Board, BootPath, find_board  # noqa: E402
 from appliancekit.boot.initramfs import build_marker_initramfs  # noqa: E402
 from appliancekit.boot.kmod import find_kernel  # noqa: E402
+from appliancekit.boot.rpi import delete_dtb_properties  # noqa: E402
 from appliancekit.boottest import boot_test, qemu_config  # noqa: E402
 from appliancekit.build import BuildPlan, build  # noqa: E402
 from appliancekit.cache import Cache, default_cache_dir  # noqa: E402
@@ -55,13 +56,17 @@ def marker_time(board: Board, cache: Cache, workdir: Path, runs: int) -> float:
     kernel = find_kernel(kernel_root)
     busybox = [unpack(cache, f) for f in apt.fetch(apt.resolve(["busybox-static"]))]
     initrd = build_marker_initramfs(busybox, board, workdir / "marker.img")
+    # the console the image's own command line ends with, and what the QEMU model needs
+    consoles = [board.kernel.console, *(w[8:] for w in board.kernel.cmdline if w[:8] == "console=")]
+    append = " ".join([f"console={consoles[-1]}", "quiet", "panic=-1", *board.qemu.append])
     times = []
     for _ in range(runs):
         config = QemuConfig.from_spec(
             board.qemu,
             kernel=kernel.image,
             initrd=initrd,
-            append=f"console={board.kernel.console} quiet panic=-1",
+            append=append,
+            dtb=board_device_tree(board, kernel_root, workdir),
         )
         if board.boot == BootPath.UKI:
             # the bare kernel: UEFI firmware (-bios / pflash arguments) is timed on its own
@@ -70,6 +75,19 @@ def marker_time(board: Board, cache: Cache, workdir: Path, runs: int) -> float:
             machine.start()
             times.append(machine.wait_for_serial("appliancekit-marker", 120))
     return min(times)
+
+
+def board_device_tree(board: Board, kernel_root: Path, workdir: Path) -> Path | None:
+    """The board's device tree (its [firmware.config] device_tree) from the kernel package,
+    edited as its boot test edits it for the QEMU model; None for boards without one."""
+    name = dict(board.firmware.config).get("device_tree")
+    if name is None:
+        return None
+    source = next(kernel_root.glob(f"usr/lib/linux-image-*/**/{name}"))
+    dtb = workdir / name
+    dtb.write_bytes(source.read_bytes())
+    delete_dtb_properties(dtb, board.qemu.dtb_delete)
+    return dtb
 
 
 # UEFI firmware (edk2) prints this when it hands over to the boot file

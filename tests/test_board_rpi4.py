@@ -1,0 +1,201 @@
+"""Raspberry Pi 4 (rpi4): Pi firmware on a FAT partition of an MBR SD image.
+
+Fast tests: the board file, config.txt, the initramfs finding MBR partitions through a glob,
+the device-tree edits of the boot test. Slow tests build the homepage appliance (layout:
+power-of-two MBR card, only the Pi 4's firmware files, config.txt/cmdline.txt) and boot it
+on QEMU's raspi4b from the image's own FAT partition; a card bigger than the image grows its
+data partition, keeps data across a reboot and takes its host name from settings.env.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from appliancekit.board import Architecture, BootPath, PartitionTable, find_board
+from appliancekit.boot import rpi
+from appliancekit.boot.initramfs import render_init
+from appliancekit.boottest import boot_test
+from appliancekit.build import PARTITION_NUMBERS
+from appliancekit.disk import extract_fat_file, read_partition_table
+from appliancekit.flash import write_device_settings
+from appliancekit.manifest import load_manifest
+
+from .conftest import PROJECT, ApplianceCache
+
+MIB = 1 << 20
+BOARD = find_board("rpi4", PROJECT.boards_dir)
+# Every file on the FAT partition: what the Pi 4 firmware reads, nothing for other models.
+BOOT_FILES = {
+    "start4.elf",
+    "fixup4.dat",
+    "config.txt",
+    "cmdline.txt",
+    "kernel8.img",
+    "initrd.img",
+    "bcm2711-rpi-4-b.dtb",
+    "bcm2711-rpi-400.dtb",
+    "bcm2711-rpi-cm4-io.dtb",
+}
+
+
+def test_board_file() -> None:
+    assert BOARD.arch == Architecture.ARM64 and BOARD.boot == BootPath.RPI
+    assert BOARD.disk.table == PartitionTable.MBR
+    assert BOARD.firmware.packages == ("raspi-firmware",)
+    assert BOARD.qemu.machine == "raspi4b" and BOARD.qemu.disk_device == "sd"
+    assert {"sdhci_iproc", "erofs", "dm_verity", "ext4", "genet"} <= set(BOARD.kernel.modules)
+
+
+def test_config_txt() -> None:
+    text = rpi.render_config(BOARD)
+    assert "initramfs initrd.img followkernel" in text.splitlines()
+    assert rpi.parse_config(text) == {
+        "arm_64bit": "1",
+        "device_tree": "bcm2711-rpi-4-b.dtb",
+        "enable_uart": "1",
+        "initramfs": "initrd.img",
+        "kernel": "kernel8.img",
+        "upstream_kernel": "1",
+    }
+    # what the firmware ignores: comments, section filters
+    assert rpi.parse_config("# x=1\n[pi4]\nkernel=k.img # 64-bit\n") == {"kernel": "k.img"}
+
+
+def test_initramfs_finds_mbr_partitions_by_glob(tmp_path: Path) -> None:
+    """device_prefix /dev/mmcblk*p: the card is found as mmcblk0 or mmcblk1 alike."""
+    init = render_init(BOARD, "6.12.0-test", PARTITION_NUMBERS)
+    assert "for candidate in /dev/mmcblk*p$number; do" in init
+    script = tmp_path / "init"
+    script.write_text(init)
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    # the lookup itself against a fake /dev and /sys: no GPT names, partition 4 on "mmcblk1"
+    start = init.index("find_partition() {")
+    function = init[start : init.index("\n}\n", start) + 3]
+    function = function.replace("/sys/class/block/", f"{tmp_path}/sys/").replace(
+        "/dev/mmcblk", f"{tmp_path}/mmcblk"
+    )
+    function = function.replace('[ -b "$candidate" ]', '[ -e "$candidate" ]')
+    (tmp_path / "sys").mkdir()
+    (tmp_path / "mmcblk1p4").touch()
+    out = subprocess.run(
+        ["sh", "-c", f"{function}\nfind_partition ak-data 4"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "mmcblk1p4"
+
+
+def test_device_tree_edits(tmp_path: Path) -> None:
+    dts = tmp_path / "t.dts"
+    dts.write_text(
+        '/dts-v1/;\n/ { soc { mmc@7e300000 { mmc-pwrseq = <1>; status = "okay"; }; }; };\n'
+    )
+    dtb = tmp_path / "t.dtb"
+    subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", dtb, dts], check=True)
+    rpi.delete_dtb_properties(dtb, ("/soc/mmc@7e300000:mmc-pwrseq",))
+    props = subprocess.run(
+        ["fdtget", "-p", dtb, "/soc/mmc@7e300000"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert props == ["status"]
+
+
+# -- real images ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_layout(appliances: ApplianceCache, tmp_path: Path) -> None:
+    result = appliances.build("homepage", "rpi4")
+    manifest = result.manifest
+    disk = result.output_dir / "disk.img"
+    size = disk.stat().st_size
+    assert size & (size - 1) == 0, "QEMU's raspi models need a power-of-two card"
+    table = read_partition_table(disk)
+    assert table["label"] == "dos"
+    parts = table["partitions"]
+    assert [p["type"] for p in parts] == ["c", "83", "83", "83"]
+    assert parts[0]["start"] == 2048 and parts[0].get("bootable")
+    names = [p["name"] for p in manifest.disk["partitions"]]
+    assert names == ["ak-boot", "ak-root", "ak-verity", "ak-data"]
+
+    offset = manifest.partition("ak-boot")["offset"]
+    listing = subprocess.run(
+        ["mdir", "-b", "-i", f"{disk}@@{offset}", "::/"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+    ).stdout
+    assert {line.strip().rsplit("/", 1)[-1] for line in listing.splitlines()} == BOOT_FILES
+
+    for name in ("config.txt", "cmdline.txt", "kernel8.img", "initrd.img"):
+        extract_fat_file(disk, offset, name, tmp_path / name)
+    assert rpi.parse_config((tmp_path / "config.txt").read_text())["device_tree"] == (
+        "bcm2711-rpi-4-b.dtb"
+    )
+    cmdline = (tmp_path / "cmdline.txt").read_text()
+    assert cmdline.count("\n") == 1 and cmdline.strip() == manifest.kernel_cmdline
+    assert f"ak.roothash={manifest.verity['root_hash']}" in cmdline
+    assert cmdline.split().index("console=ttyAMA0,115200") > cmdline.split().index(
+        "console=ttyS1,115200"
+    )
+    assert (tmp_path / "kernel8.img").stat().st_size == manifest.sizes["kernel_bytes"]
+    assert (tmp_path / "initrd.img").stat().st_size == manifest.sizes["initramfs_bytes"]
+    # the kernel's SD, verity and network modules really are in the initramfs
+    assert {"sdhci_iproc", "dm_verity", "genet", "dwc2"} <= set(manifest.initramfs_modules)
+
+
+@pytest.mark.slow
+def test_boots_on_raspi4b_and_serves(appliances: ApplianceCache) -> None:
+    report = appliances.boot("homepage", "rpi4")
+    assert report.passed, f"{report.failure}\n{report.serial_tail}"
+    assert {p.name for p in report.probes if p.ok} == {"homepage", "per-device hostname"}
+    serial = Path(report.serial_log).read_text()
+    assert "appliancekit: data partition grown to" in serial  # the card is bigger than the image
+    assert "appliancekit: eth0: " in serial  # DHCP over QEMU's USB network device
+    # the boot test's firmware stand-in says what it changed for the emulator
+    assert any("raspi4b gaps bridged" in n and "mmc-pwrseq" in n for n in report.notes)
+
+
+@pytest.mark.slow
+def test_card_grows_keeps_data_and_reads_settings(
+    appliances: ApplianceCache, tmp_path: Path
+) -> None:
+    """A 512 MiB card: the first boot grows the MBR data partition (sfdisk -N 4 on a dos
+    label, found again by number under /dev/mmcblk*p), the second finds the data of the
+    first, and the hostname comes from settings.env on the FAT partition."""
+    result = appliances.build("homepage", "rpi4")
+    card = tmp_path / "card.img"
+    subprocess.run(["cp", "--sparse=always", str(result.output_dir / "disk.img"), card], check=True)
+    os.truncate(card, 512 * MIB)  # still a power of two
+    write_device_settings(card, result.manifest, {"hostname": "pi-kitchen"})
+    report = boot_test(
+        result.output_dir,
+        load_manifest(result.output_dir),
+        BOARD,
+        disk=card,
+        reboot=True,
+        writable=True,
+        log_dir=tmp_path,
+    )
+    assert report.passed, f"{report.failure}\n{report.serial_tail}"
+    serial = Path(report.serial_log).read_text()
+    grown = re.findall(r"data partition grown to (\d+) MiB", serial)
+    assert len(grown) == 1 and int(grown[0]) > 400, serial[-3000:]
+    counts = re.findall(r"boot number (\d+), data (\d+) MiB", serial)
+    assert [c[0] for c in counts] == ["1", "2"], counts
+    assert "per-device settings read from the boot partition" in serial
+    hostname = [p for p in report.probes if p.name.startswith("per-device hostname")]
+    assert len(hostname) == 2 and all(p.ok for p in hostname)
+    table = json.loads(
+        subprocess.run(["sfdisk", "--json", card], capture_output=True, text=True).stdout
+    )["partitiontable"]
+    assert table["label"] == "dos"
+    data = table["partitions"][-1]
+    assert (data["start"] + data["size"]) * 512 > 500 * MIB
