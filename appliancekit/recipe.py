@@ -75,6 +75,7 @@ errors, with a "did you mean" suggestion)::
 
     [[probe]]
     kind = "http"                # required: http|tcp|dns|smtp|imap|dns-tcp|closed|pdns-api|matrix
+                                 # |smtp-send|imap-message|managesieve
     port = 80                    # required, 1..65535
     name = ""                    # label for reports
     path = "/"                   # http: starts with "/"
