@@ -76,6 +76,8 @@ class ResolvedSources:
     initramfs: tuple[DebPackage, ...]
     kernel: tuple[DebPackage, ...]
     firmware: tuple[DebPackage, ...] = ()
+    # apt's messages for -updates/-security indexes that could not be verified
+    missing_indexes: tuple[str, ...] = ()
 
     def all(self) -> list[DebPackage]:
         return sorted(set(self.root + self.initramfs + self.kernel + self.firmware))
@@ -98,6 +100,8 @@ def build(
     reporter.step(f"Debian {plan.suite}/{plan.board.arch.value}: package indexes")
     apt.update(force=refresh)
     sources = resolve_sources(plan, apt)
+    for problem in sources.missing_indexes:
+        reporter.info(f"warning: building without an index apt could not verify: {problem}")
     inputs = input_fingerprint(plan, sources)
     existing = read_manifest(plan.output_dir)
     if (
@@ -147,6 +151,7 @@ def resolve_sources(plan: BuildPlan, apt: AptSource) -> ResolvedSources:
             for p in apt.resolve(plan.board.firmware.packages)
             if p.name in plan.board.firmware.packages
         ),
+        missing_indexes=tuple(apt.missing_indexes()),
     )
 
 
@@ -169,6 +174,7 @@ def input_fingerprint(plan: BuildPlan, sources: ResolvedSources) -> str:
             "packages": [
                 p.sha256 for p in sorted(set(sources.root + sources.initramfs + sources.kernel))
             ],
+            "missing_indexes": list(sources.missing_indexes),
         }
     )
 
@@ -331,7 +337,10 @@ def _build_into(
         },
         probes=[_probe_json(p) for p in plan.recipe.probes],
         ports=sorted({*plan.recipe.ports, *(p.port for p in plan.recipe.probes)}),
-        extra={"test_settings": dict(plan.recipe.test_settings)},
+        extra={
+            "test_settings": dict(plan.recipe.test_settings),
+            **({"missing_indexes": list(sources.missing_indexes)} if sources.missing_indexes else {}),
+        },
     )
     write_manifest(out, manifest)
     # The block map makes flashing and publishing skip hashing the empty data partition.

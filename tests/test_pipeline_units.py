@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import subprocess as sp
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,15 @@ from appliancekit import supervisor
 from appliancekit.board import find_board
 from appliancekit.boot.initramfs import render_init
 from appliancekit.boot.kmod import _dependencies
+from appliancekit.cache import Cache
+from appliancekit.errors import ToolError
 from appliancekit.recipe import Service, User
 from appliancekit.sources.debian import (
+    AptSource,
     DebPackage,
     _deb822_stanzas,
     _parse_simulated_installs,
-    _update_problem,
+    _update_problems,
     select_kernel_packages,
 )
 
@@ -94,13 +98,62 @@ def test_deb822_stanzas_with_continuations() -> None:
             0,
             "W: Failed to fetch",
         ),
-        ("E: Some index files failed to download.", 100, "E: Some index files"),
+        ("E: Some index files failed to download.", 100, "exit code 100"),
+        ("E: The repository is not signed.", 100, "E: The repository"),
         ("", 100, "exit code 100"),
     ],
 )
 def test_index_update_problems_are_detected(stderr: str, rc: int, problem: str) -> None:
     result = sp.CompletedProcess([], rc, stdout="", stderr=stderr)
-    assert _update_problem(result).startswith(problem)
+    found = _update_problems(result)
+    assert (found[0] if found else "").startswith(problem)
+
+
+@dataclass(frozen=True)
+class _ScriptedApt(AptSource):
+    """apt-get update answering with a fixed stderr (the mirror's behaviour is the input)."""
+
+    stderr: str = ""
+
+    def _apt(self, args, cwd=None):  # type: ignore[no-untyped-def]
+        return sp.CompletedProcess(args, 100, stdout="", stderr=self.stderr)
+
+
+def _scripted(tmp_path: Path, stderr: str, *, suite_index: bool) -> AptSource:
+    apt = _ScriptedApt(Cache(tmp_path), "bookworm", "armhf", stderr=stderr)
+    apt.prepare()
+    if suite_index:
+        lists = apt.root / "state/lists"
+        (lists / "deb.debian.org_debian_dists_bookworm_main_binary-armhf_Packages").write_text("")
+    return apt
+
+
+MISMATCH = (
+    "Err:4 http://deb.debian.org/debian-security {dist}/main armhf Packages\n"
+    "E: Failed to fetch http://deb.debian.org/debian-security/dists/{dist}/main/binary-armhf/"
+    "Packages.xz  File has unexpected size (334084 != 349884). Mirror sync in progress?"
+)
+
+
+def test_unverifiable_security_index_is_recorded_not_fatal(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("appliancekit.sources.debian.time.sleep", lambda s: None)
+    apt = _scripted(tmp_path, MISMATCH.format(dist="bookworm-security"), suite_index=True)
+    assert apt.update()
+    assert apt.missing_indexes() == MISMATCH.format(dist="bookworm-security").splitlines()
+
+
+@pytest.mark.parametrize(
+    ("dist", "suite_index"),
+    [("bookworm", True), ("bookworm-security", False), ("trixie-security", True)],
+)
+def test_unverifiable_suite_index_is_fatal(
+    tmp_path: Path, monkeypatch, dist: str, suite_index: bool
+) -> None:
+    monkeypatch.setattr("appliancekit.sources.debian.time.sleep", lambda s: None)
+    apt = _scripted(tmp_path, MISMATCH.format(dist=dist), suite_index=suite_index)
+    with pytest.raises(ToolError, match="Mirror sync in progress"):
+        apt.update()
+    assert apt.missing_indexes() == []
 
 
 def test_kernel_selection_keeps_only_images() -> None:

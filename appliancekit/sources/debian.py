@@ -154,25 +154,62 @@ class AptSource:
         return time.time() - stamp.stat().st_mtime
 
     def update(self, *, force: bool = False) -> bool:
-        """Refresh the indexes if missing, stale or forced. Returns whether it ran."""
+        """Refresh the indexes if missing, stale or forced. Returns whether it ran.
+
+        A mirror mid-sync serves an index that does not match its signed Release file; apt
+        then keeps the old verified one or none. That is fatal for the suite itself, but for
+        its -updates/-security companions the build goes on from the suite alone, and the
+        gap is recorded (`missing_indexes`) for the build to report and the manifest to
+        carry: a release pipeline can refuse such a build, a user on a flaky mirror still
+        gets an image.
+        """
         self.prepare()
         age = self.lists_age()
         if not force and age is not None and age < INDEX_MAX_AGE_SECONDS:
             return False
-        last_problem = ""
+        problems: list[str] = []
         for attempt in range(UPDATE_ATTEMPTS):
             result = self._apt(["apt-get", "update", "-q"])
-            problem = _update_problem(result)
-            if not problem:
+            problems = _update_problems(result)
+            if not problems:
+                self._missing_file.unlink(missing_ok=True)
                 (self.root / "state/updated").touch()
                 return True
-            last_problem = problem
             # A mirror mid-sync serves an inconsistent index for a while; back off and retry.
-            time.sleep(min(30, 3 * 2**attempt))
+            if attempt + 1 < UPDATE_ATTEMPTS:
+                time.sleep(min(30, 3 * 2**attempt))
+        companions = [p for p in problems if self._is_companion_problem(p)]
+        if companions and len(companions) == len(problems) and self._has_suite_index():
+            self._missing_file.write_text(json.dumps(companions, indent=1) + "\n")
+            (self.root / "state/updated").touch()
+            return True
+        # apt's "E:" lines say why; its "Err:" lines only name the index
+        reason = next((p for p in problems if not p.startswith("Err:")), problems[0])
         raise ToolError(
             f"apt-get update for {self.suite}/{self.arch} failed after {UPDATE_ATTEMPTS} "
-            f"attempts: {last_problem}"
+            f"attempts: {reason}"
         )
+
+    @property
+    def _missing_file(self) -> Path:
+        return self.root / "state/missing-indexes.json"
+
+    def missing_indexes(self) -> list[str]:
+        """apt's messages for the -updates/-security indexes the last update could not
+        verify (the build went on without them)."""
+        try:
+            return list(json.loads(self._missing_file.read_text()))
+        except FileNotFoundError:
+            return []
+
+    def _is_companion_problem(self, problem: str) -> bool:
+        dists = _problem_dists(problem)
+        companions = {f"{self.suite}-updates", f"{self.suite}-security"}
+        return bool(dists) and dists <= companions
+
+    def _has_suite_index(self) -> bool:
+        lists = self.root / "state/lists"
+        return any(lists.glob(f"*_dists_{self.suite}_main_binary-{self.arch}_Packages"))
 
     def _lists_signature(self) -> list[tuple[str, int, int]]:
         lists = self.root / "state/lists"
@@ -317,19 +354,32 @@ def _deb822_stanzas(text: str) -> list[dict[str, str]]:
     return stanzas
 
 
-def _update_problem(result: subprocess.CompletedProcess[str]) -> str:
-    """The first line describing why an index update failed, or '' if it worked."""
+def _problem_dists(problem: str) -> set[str]:
+    """The suites an apt error line is about: "E: Failed to fetch .../dists/SUITE/..." or
+    "Err:4 URI SUITE/COMPONENT ARCH Packages"."""
+    dists = set(re.findall(r"/dists/([^/\s]+)/", problem))
+    err = re.match(r"Err:\d+\s+\S+\s+([^/\s]+)", problem)
+    if err:
+        dists.add(err.group(1))
+    return dists
+
+
+def _update_problems(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The lines describing why an index update failed; empty if it worked."""
     text = (result.stderr or "") + "\n" + (result.stdout or "")
+    problems = []
     for line in text.splitlines():
         stripped = line.strip()
+        if stripped.startswith("E: Some index files failed to download"):
+            continue  # the summary of the lines before it
         if stripped.startswith(("E:", "Err:")) or (
             stripped.startswith("W:")
             and ("Failed to fetch" in stripped or "unexpected size" in stripped)
         ):
-            return stripped
-    if result.returncode != 0:
-        return f"exit code {result.returncode}"
-    return ""
+            problems.append(stripped)
+    if not problems and result.returncode != 0:
+        problems.append(f"exit code {result.returncode}")
+    return problems
 
 
 def _first_error(text: str) -> str:
