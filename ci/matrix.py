@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Print the release matrices as GitHub Actions outputs (`debian=...`, `nixos=...`).
 
-debian: every recipe with a [debian] section x every board in boards/
+debian: every recipe with a [debian] section x every board in boards/, except boards whose
+        architecture the recipe's python.lock lists as [unavailable] (PyPI has no wheels
+        for it: the build would stop saying so)
 nixos:  every recipe x every board, with the runner that builds that board's image natively
         (aarch64 on an arm64 runner; x86_64 and the cross-compiled armv7l on x86_64)
 """
@@ -16,6 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNNERS = {"arm64": "ubuntu-24.04-arm", "amd64": "ubuntu-24.04", "armhf": "ubuntu-24.04"}
 
 
+def _unavailable_arches(recipe: str) -> set[str]:
+    lock = ROOT / "recipes" / recipe / "python.lock"
+    if not lock.exists():
+        return set()
+    return set(tomllib.loads(lock.read_text()).get("unavailable", {}))
+
+
 def main() -> None:
     recipes = {
         p.parent.name: tomllib.loads(p.read_text())
@@ -26,7 +35,11 @@ def main() -> None:
         for p in sorted((ROOT / "boards").glob("*.toml"))
     }
     debian = [
-        {"recipe": r, "board": b} for r, data in recipes.items() if "debian" in data for b in boards
+        {"recipe": r, "board": b}
+        for r, data in recipes.items()
+        if "debian" in data
+        for b, info in boards.items()
+        if info["arch"] not in _unavailable_arches(r)
     ]
     nixos = [
         {"recipe": r, "board": b, "runner": RUNNERS[info["arch"]]}

@@ -1,0 +1,193 @@
+"""Cubieboard (Allwinner A10, armhf): U-Boot's SPL at 8 KiB on an MBR SD image, U-Boot's
+distro boot reading extlinux/extlinux.conf and uboot.env from the FAT partition.
+
+Fast tests: the board file, extlinux.conf, the U-Boot environment file (default environment
+found in the boot loader image, changes, CRC). Slow tests build the homepage appliance
+(layout: SPL at 8 KiB, first partition at 4 MiB, boot files) and boot it on QEMU's
+cubieboard through the real SPL and U-Boot from the SD image, with the network probes over
+the emulated EMAC; a bigger card grows its data partition and takes settings.env.
+
+The board builds from bookworm (see boards/cubieboard.toml for why not trixie).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+
+from appliancekit.board import Architecture, BootPath, PartitionTable, find_board
+from appliancekit.boot import uboot
+from appliancekit.boottest import boot_test
+from appliancekit.build import BuildResult
+from appliancekit.disk import extract_fat_file, read_partition_table
+from appliancekit.flash import write_device_settings
+
+from .conftest import PROJECT, ApplianceCache
+
+MIB = 1 << 20
+BOARD = find_board("cubieboard", PROJECT.boards_dir)
+BOOT_FILES = {
+    "extlinux/extlinux.conf",
+    "vmlinuz",
+    "initrd.img",
+    "sun4i-a10-cubieboard.dtb",
+    "uboot.env",
+}
+ENV_SIZE = int(dict(BOARD.firmware.config)["env_size"], 0)
+
+
+def test_board_file() -> None:
+    assert BOARD.arch == Architecture.ARMHF and BOARD.boot == BootPath.UBOOT
+    assert BOARD.disk.table == PartitionTable.MBR
+    assert BOARD.firmware.packages == ("u-boot-sunxi",)
+    config = dict(BOARD.firmware.config)
+    assert config["spl"] == "/usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin"
+    assert int(config["spl_offset"]) == 8192
+    assert BOARD.qemu.machine == "cubieboard" and BOARD.qemu.disk_device == "sd"
+    assert BOARD.qemu.net_device == "nic:allwinner-emac"
+    assert {"sunxi_mmc", "sun4i_emac", "dm_verity", "erofs"} <= set(BOARD.kernel.modules)
+
+
+def test_extlinux_conf() -> None:
+    text = uboot.render_extlinux(BOARD, "vmlinuz", "sun4i-a10-cubieboard.dtb", "console=ttyS0 a=b")
+    lines = [line.strip() for line in text.splitlines()]
+    assert "default appliance" in lines and "label appliance" in lines
+    assert "kernel /vmlinuz" in lines and "initrd /initrd.img" in lines
+    assert "fdt /sun4i-a10-cubieboard.dtb" in lines
+    assert "append console=ttyS0 a=b" in lines
+
+
+def fake_boot_loader() -> bytes:
+    env = [
+        b"bootcmd=run distro_bootcmd",
+        b"bootdelay=2",
+        b"preboot=usb start",
+        b"stdin=serial,usbkbd",
+    ]
+    return b"\x7fcode\x00\xffstrings\x00not an entry\x00" + b"\x00".join(env) + b"\x00\x00tail\x00"
+
+
+def test_default_environment_is_found_in_the_boot_loader() -> None:
+    assert uboot.default_environment(fake_boot_loader()) == [
+        ("bootcmd", "run distro_bootcmd"),
+        ("bootdelay", "2"),
+        ("preboot", "usb start"),
+        ("stdin", "serial,usbkbd"),
+    ]
+
+
+def test_environment_file() -> None:
+    defaults = uboot.default_environment(fake_boot_loader())
+    image = uboot.environment_image(
+        defaults, {"bootdelay": "0", "preboot": "", "boot_targets": "mmc0"}, 0x10000
+    )
+    assert len(image) == 0x10000
+    (crc,) = struct.unpack("<I", image[:4])
+    assert crc == zlib.crc32(image[4:])
+    entries = image[4:].split(b"\x00\x00", 1)[0].split(b"\x00")
+    assert entries == [
+        b"bootcmd=run distro_bootcmd",
+        b"bootdelay=0",
+        b"stdin=serial,usbkbd",
+        b"boot_targets=mmc0",
+    ]
+
+
+# -- real images ------------------------------------------------------------------------------
+
+@pytest.fixture()
+def built(appliances: ApplianceCache) -> BuildResult:
+    """homepage for cubieboard, built once per session."""
+    return appliances.build("homepage", "cubieboard")
+
+
+@pytest.mark.slow
+def test_layout(built: BuildResult, tmp_path: Path) -> None:
+    manifest = built.manifest
+    disk = built.output_dir / "disk.img"
+    size = disk.stat().st_size
+    assert size & (size - 1) == 0, "QEMU's SD card model needs a power-of-two card"
+    table = read_partition_table(disk)
+    assert table["label"] == "dos"
+    parts = table["partitions"]
+    assert [p["type"] for p in parts] == ["c", "83", "83", "83"]
+    assert parts[0]["start"] * 512 == 4 * MIB and parts[0].get("bootable")
+
+    # U-Boot's SPL at 8 KiB: the Allwinner boot header ("eGON.BT0"), U-Boot proper behind it
+    with open(disk, "rb") as f:
+        f.seek(8192)
+        head = f.read(4 * MIB - 8192)
+    assert head[4:12] == b"eGON.BT0"
+    assert b"U-Boot" in head and b"bootcmd=" in head
+    spl = next(p for p in manifest.packages if p["name"] == "u-boot-sunxi")
+    assert spl["role"] == "firmware"
+
+    offset = manifest.partition("ak-boot")["offset"]
+    listing = subprocess.run(
+        ["mdir", "-b", "-/", "-i", f"{disk}@@{offset}", "::/"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+    ).stdout
+    files = {line.strip().removeprefix("::/") for line in listing.splitlines()}
+    assert {f for f in files if not f.endswith("/")} - {"extlinux"} == BOOT_FILES
+
+    extract_fat_file(disk, offset, "extlinux/extlinux.conf", tmp_path / "extlinux.conf")
+    conf = (tmp_path / "extlinux.conf").read_text()
+    assert f"append {manifest.kernel_cmdline}\n" in conf
+    assert f"ak.roothash={manifest.verity['root_hash']}" in conf
+    extract_fat_file(disk, offset, "uboot.env", tmp_path / "uboot.env")
+    env = (tmp_path / "uboot.env").read_bytes()
+    assert len(env) == ENV_SIZE and struct.unpack("<I", env[:4])[0] == zlib.crc32(env[4:])
+    assert b"\x00bootdelay=0\x00" in env and b"\x00preboot=" not in env
+    extract_fat_file(disk, offset, "vmlinuz", tmp_path / "vmlinuz")
+    assert (tmp_path / "vmlinuz").stat().st_size == manifest.sizes["kernel_bytes"]
+    assert {"sunxi_mmc", "sun4i_emac", "dm_verity"} <= set(manifest.initramfs_modules)
+
+
+@pytest.mark.slow
+def test_boots_through_spl_and_u_boot(built: BuildResult, appliances: ApplianceCache) -> None:
+    report = appliances.boot("homepage", "cubieboard")
+    assert report.passed, f"{report.failure}\n{report.serial_tail}"
+    assert {p.name for p in report.probes if p.ok} == {"homepage", "per-device hostname"}
+    serial = Path(report.serial_log).read_text()
+    # the boot ROM stand-in ran the SPL from the card; U-Boot took our environment and
+    # extlinux.conf from the FAT partition
+    assert "U-Boot SPL" in serial
+    assert "Loading Environment from FAT... OK" in serial
+    assert "Found /extlinux/extlinux.conf" in serial
+    assert "starting USB" not in serial
+    assert "appliancekit: eth0: " in serial  # DHCP over the emulated EMAC
+
+
+@pytest.mark.slow
+def test_card_grows_keeps_data_and_reads_settings(built: BuildResult, tmp_path: Path) -> None:
+    card = tmp_path / "card.img"
+    subprocess.run(["cp", "--sparse=always", str(built.output_dir / "disk.img"), card], check=True)
+    os.truncate(card, 512 * MIB)
+    write_device_settings(card, built.manifest, {"hostname": "cubie-attic"})
+    report = boot_test(
+        built.output_dir,
+        built.manifest,
+        BOARD,
+        disk=card,
+        reboot=True,
+        writable=True,
+        log_dir=tmp_path,
+    )
+    assert report.passed, f"{report.failure}\n{report.serial_tail}"
+    serial = Path(report.serial_log).read_text()
+    grown = re.findall(r"data partition grown to (\d+) MiB", serial)
+    assert len(grown) == 1 and int(grown[0]) > 400, serial[-3000:]
+    counts = re.findall(r"boot number (\d+), data (\d+) MiB", serial)
+    assert [c[0] for c in counts] == ["1", "2"], counts
+    assert "per-device settings read from the boot partition" in serial
+    hostname = [p for p in report.probes if p.name.startswith("per-device hostname")]
+    assert len(hostname) == 2 and all(p.ok for p in hostname)
