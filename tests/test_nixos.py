@@ -13,13 +13,7 @@ from pathlib import Path
 import pytest
 
 from appliancekit.board import (
-    Architecture,
     Board,
-    BootPath,
-    DiskSpec,
-    KernelSpec,
-    PartitionTable,
-    QemuSpec,
     find_board,
 )
 from appliancekit.errors import NeedsNixError, UserError
@@ -36,35 +30,11 @@ BOARDS = ROOT / "boards"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 NIX_INSTANTIATE = shutil.which("nix-instantiate")
 
-# board name -> (arch, boot path); real board files are used where they exist
-BOARD_SHAPES = {
-    "qemu-virt-arm64": ("arm64", "direct"),
-    "rpi4": ("arm64", "rpi"),
-    "cubieboard": ("armhf", "uboot"),
-    "ec2-x86_64": ("amd64", "uki"),
-    "ec2-arm64": ("arm64", "uki"),
-}
+BOARD_NAMES = sorted(p.stem for p in BOARDS.glob("*.toml"))
 
 
 def board(name: str) -> Board:
-    if (BOARDS / f"{name}.toml").exists():
-        return find_board(name, BOARDS)
-    return stand_in(name)
-
-
-def stand_in(name: str) -> Board:
-    """A Board built in the test (golden files must not change when boards/*.toml do)."""
-    arch, boot = BOARD_SHAPES[name]
-    return Board(
-        name=name,
-        summary=f"{name} (test stand-in)",
-        source_file=BOARDS / f"{name}.toml",
-        arch=Architecture(arch),
-        boot=BootPath(boot),
-        kernel=KernelSpec(package="linux-image", modules=(), console="ttyS0"),
-        disk=DiskSpec(table=PartitionTable.GPT),
-        qemu=QemuSpec(binary="qemu", machine="virt"),
-    )
+    return find_board(name, BOARDS)
 
 
 def render(recipe_name: str, board_name: str, out: Path, **overrides: str):
@@ -85,7 +55,7 @@ def parse_nix(paths: list[Path]) -> None:
 # --------------------------------------------------------------------------- every recipe x board
 
 
-@pytest.mark.parametrize("board_name", sorted(BOARD_SHAPES))
+@pytest.mark.parametrize("board_name", BOARD_NAMES)
 @pytest.mark.parametrize("recipe_name", list_recipes(RECIPES))
 def test_every_recipe_renders_and_parses_on_every_board(
     recipe_name: str, board_name: str, tmp_path: Path
@@ -274,7 +244,7 @@ def test_option_paths_round_trip() -> None:
 def test_golden(recipe_name: str, board_name: str, tmp_path: Path) -> None:
     recipe = find_recipe(recipe_name, RECIPES)
     result = render_flake(
-        recipe, stand_in(board_name), resolve_settings(recipe, {}), tmp_path / "f"
+        recipe, board(board_name), resolve_settings(recipe, {}), tmp_path / "f"
     )
     parts = []
     for name in (
@@ -430,7 +400,7 @@ def test_build_without_nix_keeps_an_existing_image(
     recipe = find_recipe("garage", RECIPES)
     with pytest.raises(NeedsNixError):
         build_nixos(
-            recipe, stand_in("qemu-virt-arm64"), resolve_settings(recipe, {}), images, Reporter()
+            recipe, board("qemu-virt-arm64"), resolve_settings(recipe, {}), images, Reporter()
         )
     assert (existing / "disk.img").read_bytes() == b"debian image"
     assert (existing / "flake" / "flake.nix").is_file()
