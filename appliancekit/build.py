@@ -289,6 +289,7 @@ def _build_into(
         first_offset=boot.first_offset,
         reserved_head=boot.reserved_head,
         round_to_power_of_two=boot.round_to_power_of_two,
+        fill_last=True,  # data is last
     )
     sealed_size = sealed.erofs_image.stat().st_size
     (out / SIZE_REPORT_JSON).write_text(
@@ -339,7 +340,11 @@ def _build_into(
         ports=sorted({*plan.recipe.ports, *(p.port for p in plan.recipe.probes)}),
         extra={
             "test_settings": dict(plan.recipe.test_settings),
-            **({"missing_indexes": list(sources.missing_indexes)} if sources.missing_indexes else {}),
+            **(
+                {"missing_indexes": list(sources.missing_indexes)}
+                if sources.missing_indexes
+                else {}
+            ),
         },
     )
     write_manifest(out, manifest)

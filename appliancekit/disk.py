@@ -170,11 +170,14 @@ def compute_layout(
     first_offset: int = MIB,
     round_to_power_of_two: bool = False,
     min_size: int = 0,
+    fill_last: bool = False,
 ) -> Layout:
     """Place partitions of the given sizes back to back from first_offset, 1 MiB aligned.
 
     GPT disks get 1 MiB at the end for the backup table. The disk grows to min_size
-    (rounded up to 1 MiB) and then, if asked, to the next power of two.
+    (rounded up to 1 MiB) and then, if asked, to the next power of two; with `fill_last`
+    the last partition takes the space that adds (an SD image's power-of-two padding goes
+    to the data partition instead of being grown into on first boot).
     """
     kind = _table_kind(table)
     if first_offset <= 0 or first_offset % MIB:
@@ -196,6 +199,10 @@ def compute_layout(
         total = 1 << (total - 1).bit_length()
     if kind == "mbr" and total > MBR_MAX_SIZE:
         raise UserError(f"disk of {total} bytes is too large for an MBR table", field="table")
+    if fill_last:
+        last_offset, _ = slots[-1]
+        end = total - (GPT_TAIL if kind == "gpt" else 0)
+        slots[-1] = (last_offset, (end - last_offset) // MIB * MIB)
     return Layout(size=total, slots=tuple(slots))
 
 
@@ -301,6 +308,7 @@ def assemble_disk(
     round_to_power_of_two: bool = False,
     min_size: int = 0,
     reserved_head: Sequence[tuple[int, Path]] = (),
+    fill_last: bool = False,
 ) -> DiskImage:
     """Write a raw disk image with a GPT or MBR table and the given partitions.
 
@@ -328,6 +336,7 @@ def assemble_disk(
         first_offset=first_offset,
         round_to_power_of_two=round_to_power_of_two,
         min_size=min_size,
+        fill_last=fill_last,
     )
 
     header_end = GPT_HEADER_END if kind == "gpt" else MBR_HEADER_END

@@ -3,7 +3,9 @@ per test run and every slow test reads from that, which keeps CI within its time
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -110,3 +112,46 @@ def run_cli(
 @pytest.fixture()
 def cli() -> Iterator[object]:
     yield run_cli
+
+
+def boot_twice_on_a_bigger_disk(
+    image_dir: Path,
+    board_name: str,
+    tmp_path: Path,
+    *,
+    settings: dict[str, str] | None = None,
+    size: int = 512 << 20,
+) -> tuple[BootTestReport, str]:
+    """The image copied onto a bigger (sparse) card or volume, per-device settings written the
+    way `flash -s` writes them, booted twice. Checks what every board must show: the first
+    boot grows the data partition to the end of the disk, the second finds the first one's
+    data on the grown filesystem. Returns the report and the serial log for board specifics."""
+    from appliancekit.flash import write_device_settings
+    from appliancekit.manifest import read_manifest
+
+    manifest = read_manifest(image_dir)
+    assert manifest is not None
+    disk = tmp_path / "bigger.img"
+    subprocess.run(["cp", "--sparse=always", str(image_dir / "disk.img"), str(disk)], check=True)
+    os.truncate(disk, size)
+    if settings:
+        write_device_settings(disk, manifest, settings)
+    board = find_board(board_name, PROJECT.boards_dir)
+    report = boot_test(
+        image_dir, manifest, board, disk=disk, reboot=True, writable=True, log_dir=tmp_path
+    )
+    assert report.passed, f"{report.failure}\n{report.serial_tail}"
+    serial = Path(report.serial_log).read_text(errors="replace")
+    grown = re.findall(r"data partition grown to (\d+) MiB", serial)
+    assert len(grown) == 1 and int(grown[0]) > size * 3 // 4 >> 20, serial[-3000:]
+    counts = re.findall(r"boot number (\d+), data (\d+) MiB", serial)
+    assert [c[0] for c in counts] == ["1", "2"], counts
+    assert all(int(mib) > (size * 3 // 5 >> 20) for _, mib in counts), counts
+    table = json.loads(
+        subprocess.run(
+            ["sfdisk", "--json", str(disk)], capture_output=True, text=True, check=True
+        ).stdout
+    )["partitiontable"]
+    data = table["partitions"][-1]
+    assert (data["start"] + data["size"]) * 512 > size - (2 << 20)
+    return report, serial

@@ -11,8 +11,6 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
-import os
-import re
 import struct
 import subprocess
 import sys
@@ -24,7 +22,6 @@ import pytest
 from appliancekit.board import Architecture, BootPath, find_board
 from appliancekit.boot import boot_path, uki
 from appliancekit.boot.initramfs import render_init
-from appliancekit.boottest import boot_test
 from appliancekit.build import PARTITION_NUMBERS
 from appliancekit.disk import ESP_GUID, PartitionRole, extract_fat_file, read_partition_table
 from appliancekit.errors import UserError
@@ -38,7 +35,7 @@ from appliancekit.imds import (
 from appliancekit.manifest import load_manifest
 from appliancekit.qemu import PortForward, QemuConfig, build_command
 
-from .conftest import PROJECT
+from .conftest import PROJECT, boot_twice_on_a_bigger_disk
 
 BOARDS = {
     "ec2-x86_64": ("EFI/BOOT/BOOTX64.EFI", pefile.MACHINE_TYPE["IMAGE_FILE_MACHINE_AMD64"]),
@@ -277,15 +274,6 @@ def test_imds_options_reach_the_user_network() -> None:
     config = QemuConfig(
         binary="qemu-system-x86_64",
         machine="q35",
-        cpu=None,
-        memory="512M",
-        smp=1,
-        kernel=None,
-        initrd=None,
-        append=None,
-        dtb=None,
-        firmware=None,
-        drives=(),
         net_device="virtio-net-pci,romfile=",
         forwards=(PortForward(80, 8080),),
         net_options=options,
@@ -362,26 +350,6 @@ def test_boots_through_uefi_with_user_data(name: str, appliances) -> None:
 def test_data_partition_grows_on_a_larger_volume(appliances, tmp_path: Path) -> None:
     """An EBS volume is usually larger than the AMI's snapshot: the first boot grows the
     data partition over NVMe, the second finds the first one's data."""
-    name = "ec2-arm64"
-    result = appliances.build("homepage", name)
-    volume = tmp_path / "volume.img"
-    subprocess.run(
-        ["cp", "--sparse=always", str(result.output_dir / "disk.img"), str(volume)], check=True
-    )
-    os.truncate(volume, 512 * MIB)
-    report = boot_test(
-        result.output_dir,
-        result.manifest,
-        find_board(name, PROJECT.boards_dir),
-        disk=volume,
-        reboot=True,
-        writable=True,
-        log_dir=tmp_path,
-    )
-    assert report.passed, f"{report.failure}\n{report.serial_tail}"
-    serial = Path(report.serial_log).read_text(errors="replace")
-    grown = re.findall(r"data partition grown to (\d+) MiB", serial)
-    assert len(grown) == 1 and int(grown[0]) > 400, serial[-3000:]
-    counts = re.findall(r"boot number (\d+), data (\d+) MiB", serial)
-    assert [c[0] for c in counts] == ["1", "2"] and all(int(c[1]) > 300 for c in counts)
+    result = appliances.build("homepage", "ec2-arm64")
+    _, serial = boot_twice_on_a_bigger_disk(result.output_dir, "ec2-arm64", tmp_path)
     assert serial.count("per-instance settings read from user-data (IMDSv2)") == 2

@@ -103,24 +103,32 @@ def gpt_disk(tmp_path: Path, parts: dict[str, Path]) -> DiskImage:
     first_mib=st.integers(min_value=1, max_value=16),
     pow2=st.booleans(),
     min_size=st.integers(min_value=0, max_value=64 << 30),
+    fill_last=st.booleans(),
 )
-def test_layout_properties(sizes, table, first_mib, pow2, min_size):
+def test_layout_properties(sizes, table, first_mib, pow2, min_size, fill_last):
     layout = compute_layout(
         sizes,
         table,
         first_offset=first_mib * MIB,
         round_to_power_of_two=pow2,
         min_size=min_size,
+        fill_last=fill_last,
     )
     assert len(layout.slots) == len(sizes)
     end_of_previous = first_mib * MIB
     for (offset, size), wanted in zip(layout.slots, sizes, strict=True):
         assert offset % MIB == 0 and size % MIB == 0
-        assert size >= wanted and size - wanted < MIB
+        assert size >= wanted
         assert offset >= end_of_previous  # in order, never overlapping
         end_of_previous = offset + size
+    for (_, size), wanted in zip(layout.slots[:-1], sizes, strict=False):
+        assert size - wanted < MIB
     tail = GPT_TAIL if table == "gpt" else 0
     assert end_of_previous + tail <= layout.size  # inside the disk, room for the backup GPT
+    if fill_last:
+        assert end_of_previous + tail == layout.size
+    else:
+        assert layout.slots[-1][1] - sizes[-1] < MIB
     assert layout.size >= min_size
     assert layout.size % MIB == 0
     if pow2:
