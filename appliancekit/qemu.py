@@ -72,19 +72,19 @@ class Drive:
 class QemuConfig:
     binary: str
     machine: str
-    cpu: str | None
-    memory: str
-    smp: int
-    kernel: Path | None
-    initrd: Path | None
-    append: str | None
-    dtb: Path | None
-    firmware: Path | None  # passed as -bios (OVMF.fd / QEMU_EFI.fd style combined images)
-    drives: tuple[Drive, ...]
+    cpu: str | None = None
+    memory: str = "512M"
+    smp: int = 1
+    kernel: Path | None = None
+    initrd: Path | None = None
+    append: str | None = None
+    dtb: Path | None = None
+    firmware: Path | None = None  # passed as -bios (OVMF.fd / QEMU_EFI.fd combined images)
+    drives: tuple[Drive, ...] = ()
     # "-device" name of the NIC (e.g. virtio-net-pci, usb-net); "nic:MODEL" for NICs built
     # into the board (e.g. "nic:allwinner-emac" → -nic user,model=...); None = no network.
-    net_device: str | None
-    forwards: tuple[PortForward, ...]
+    net_device: str | None = None
+    forwards: tuple[PortForward, ...] = ()
     extra_args: tuple[str, ...] = ()
     # more `-netdev user` options, e.g. net=... and guestfwd=... (the EC2 metadata service)
     net_options: tuple[str, ...] = ()

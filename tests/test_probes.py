@@ -444,21 +444,7 @@ def test_wait_for_probes_honours_the_overall_deadline(closed_port: int) -> None:
 
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs QEMU")
 def test_wait_for_probes_stops_when_the_machine_died(tmp_path: Path, closed_port: int) -> None:
-    cfg = QemuConfig(
-        binary="qemu-system-x86_64",
-        machine="none",
-        cpu=None,
-        memory="16M",
-        smp=1,
-        kernel=None,
-        initrd=None,
-        append=None,
-        dtb=None,
-        firmware=None,
-        drives=(),
-        net_device=None,
-        forwards=(),
-    )
+    cfg = QemuConfig(binary="qemu-system-x86_64", machine="none", memory="16M")
     probes = [Probe(kind=ProbeKind.HTTP, port=80), Probe(kind=ProbeKind.TCP, port=22)]
     fw = forward_map([PortForward(80, closed_port), PortForward(22, closed_port)])
     with Machine(cfg, tmp_path) as m:

@@ -39,23 +39,7 @@ MARKER = "APPLIANCEKIT-TEST-READY"
 
 
 def config(**overrides: object) -> QemuConfig:
-    base: dict[str, object] = dict(
-        binary=QEMU_X86,
-        machine="q35",
-        cpu=None,
-        memory="512M",
-        smp=1,
-        kernel=None,
-        initrd=None,
-        append=None,
-        dtb=None,
-        firmware=None,
-        drives=(),
-        net_device=None,
-        forwards=(),
-    )
-    base.update(overrides)
-    return QemuConfig(**base)  # type: ignore[arg-type]
+    return QemuConfig(**{"binary": QEMU_X86, "machine": "q35", **overrides})  # type: ignore[arg-type]
 
 
 def cmd(cfg: QemuConfig, interactive: bool = False) -> list[str]:
