@@ -28,6 +28,7 @@ TOOL_PACKAGES: dict[str, str] = {
     "depmod": "kmod",
     "modprobe": "kmod",
     "zstd": "zstd",
+    "fdtput": "device-tree-compiler",
     "bmaptool": "bmap-tools",
     "dpkg-deb": "dpkg",
     "apt-get": "apt",
