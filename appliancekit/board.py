@@ -40,6 +40,15 @@ Format (keys marked *required* must be present; unknown keys are errors)::
     files = { "start4.elf" = "/usr/lib/raspi-firmware/start4.elf" }  # see FirmwareSpec
     config = { arm_64bit = "1" } # boot path settings: config.txt lines on the Pi, the SPL
                                  # and U-Boot environment for uboot (boot/rpi.py, boot/uboot.py)
+
+    [nixos]                      # optional: how the NixOS backend builds this board
+    image = "repart"             # required: repart | amazon | raspberry-pi | sunxi
+                                 # (the nixpkgs image module route, appliancekit/nixos/boards.py)
+    console = "ttyAMA0"          # required: the kernel's serial console
+    disk = "/dev/vda"            # required: the whole disk the data partition is on
+    initrd_modules = []          # modules the NixOS initrd needs to find that disk
+    build_system = ""            # "" or absent: built natively; else e.g. x86_64-linux (cross)
+    uboot_defconfig = ""         # sunxi: the U-Boot defconfig written at 8 KiB
 """
 
 from __future__ import annotations
@@ -153,6 +162,25 @@ class FirmwareSpec:
     config: tuple[tuple[str, str], ...] = ()
 
 
+class NixosImage(StrEnum):
+    REPART = "repart"  # image/repart.nix
+    AMAZON = "amazon"  # virtualisation/amazon-image.nix + repart
+    RASPBERRY_PI = "raspberry-pi"  # the aarch64 sd-image's firmware + repart
+    SUNXI = "sunxi"  # the armv7l sd-image + the board's U-Boot at 8 KiB
+
+
+@dataclass(frozen=True)
+class NixosSpec:
+    """How the NixOS backend builds the board (appliancekit/nixos/boards.py)."""
+
+    image: NixosImage
+    console: str
+    disk: str
+    initrd_modules: tuple[str, ...] = ()
+    build_system: str | None = None
+    uboot_defconfig: str | None = None
+
+
 @dataclass(frozen=True)
 class Board:
     name: str
@@ -165,6 +193,7 @@ class Board:
     qemu: QemuSpec
     suite: str = "trixie"
     firmware: FirmwareSpec = FirmwareSpec()
+    nixos: NixosSpec | None = None
 
 
 # --------------------------------------------------------------------------- loading
@@ -220,9 +249,18 @@ _FIRMWARE = (
     Field("files", string_table(), default=()),
     Field("config", string_table(), default=()),
 )
+_NIXOS = (
+    Field("image", choice(NixosImage, what="NixOS image"), required=True),
+    Field("console", string(), required=True),
+    Field("disk", abs_path(), required=True),
+    Field("initrd_modules", list_of(string()), default=()),
+    Field("build_system", optional_string(), default=None),
+    Field("uboot_defconfig", optional_string(), default=None),
+)
 _TOP = (
     Field("board", table(_BOARD), required=True),
     Field("firmware", table(_FIRMWARE), default=None),
+    Field("nixos", table(_NIXOS), default=None),
     Field("kernel", table(_KERNEL), required=True),
     Field("disk", table(_DISK), required=True),
     Field("qemu", table(_QEMU), required=True),
@@ -245,6 +283,7 @@ def load_board(path: Path) -> Board:
         disk=DiskSpec(**top["disk"]),
         qemu=QemuSpec(**top["qemu"]),
         firmware=FirmwareSpec(**top["firmware"]) if top["firmware"] else FirmwareSpec(),
+        nixos=NixosSpec(**top["nixos"]) if top["nixos"] else None,
         **board,
     )
 

@@ -12,6 +12,8 @@ from appliancekit.board import (
     BootPath,
     DiskSpec,
     KernelSpec,
+    NixosImage,
+    NixosSpec,
     PartitionTable,
     QemuSpec,
     find_board,
@@ -64,6 +66,12 @@ def test_repo_board_loads_with_exact_values() -> None:
             net_device="virtio-net-pci",
             firmware=None,
             extra_args=(),
+        ),
+        nixos=NixosSpec(
+            image=NixosImage.REPART,
+            console="ttyAMA0",
+            disk="/dev/vda",
+            initrd_modules=("virtio_pci", "virtio_blk", "virtio_scsi"),
         ),
     )
     assert "qemu-virt-arm64" in list_boards(BOARDS_DIR)

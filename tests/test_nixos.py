@@ -243,9 +243,7 @@ def test_option_paths_round_trip() -> None:
 )
 def test_golden(recipe_name: str, board_name: str, tmp_path: Path) -> None:
     recipe = find_recipe(recipe_name, RECIPES)
-    result = render_flake(
-        recipe, board(board_name), resolve_settings(recipe, {}), tmp_path / "f"
-    )
+    result = render_flake(recipe, board(board_name), resolve_settings(recipe, {}), tmp_path / "f")
     parts = []
     for name in (
         "flake.nix",
@@ -404,3 +402,27 @@ def test_build_without_nix_keeps_an_existing_image(
         )
     assert (existing / "disk.img").read_bytes() == b"debian image"
     assert (existing / "flake" / "flake.nix").is_file()
+
+
+def test_board_without_nixos_table_is_refused(tmp_path: Path) -> None:
+    text = (BOARDS / "qemu-virt-arm64.toml").read_text()
+    plain = tmp_path / "plain-virt.toml"
+    plain.write_text(
+        text.split("\n[nixos]")[0].replace('name = "qemu-virt-arm64"', 'name = "plain-virt"')
+    )
+    recipe = find_recipe("garage", RECIPES)
+    with pytest.raises(UserError, match=r"no \[nixos\] table") as exc:
+        render_flake(
+            recipe, find_board("plain-virt", tmp_path), resolve_settings(recipe, {}), tmp_path / "o"
+        )
+    assert exc.value.file == str(plain)
+
+
+def test_nixos_image_must_exist_for_the_architecture(tmp_path: Path) -> None:
+    text = (BOARDS / "cubieboard.toml").read_text().replace('image = "sunxi"', 'image = "amazon"')
+    (tmp_path / "cubieboard.toml").write_text(text)
+    recipe = find_recipe("garage", RECIPES)
+    with pytest.raises(UserError, match="exists for arm64, amd64, not armhf"):
+        render_flake(
+            recipe, find_board("cubieboard", tmp_path), resolve_settings(recipe, {}), tmp_path / "o"
+        )

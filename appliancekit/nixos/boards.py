@@ -1,16 +1,15 @@
-"""Which nixpkgs image module builds which board, and how each board is sealed.
+"""Which nixpkgs image module builds a board, and how it is sealed: the board's `[nixos]`
+table names the route (`image`) and the board's facts (console, disk, initrd modules, a
+cross build system, a U-Boot defconfig); this module knows what each route means.
 
-Keyed on the board name first (the boards appliancekit ships), then on architecture + boot
-path for boards added later. Everything is derived from the `Board` dataclass alone.
+| image (`[nixos] image`) | nixpkgs module(s)                                 | image output            | seal |
+|-------------------------|---------------------------------------------------|-------------------------|------|
+| repart                  | image/repart.nix                                  | system.build.finalImage | verity store + UKI |
+| amazon                  | virtualisation/amazon-image.nix (ec2.efi) + image/repart.nix | system.build.finalImage | verity store + UKI |
+| raspberry-pi            | installer/sd-card/sd-image-aarch64.nix (firmware, kernel, U-Boot) + image/repart.nix | system.build.finalImage | verity store + UKI (Pi firmware -> U-Boot -> EFI) |
+| sunxi                   | installer/sd-card/sd-image-armv7l-multiplatform.nix + U-Boot (`uboot_defconfig`) at 8 KiB | system.build.sdImage | read-only store, no dm-verity (see below) |
 
-| board            | nixpkgs module(s)                               | image output              | seal |
-|------------------|-------------------------------------------------|---------------------------|------|
-| qemu-virt-arm64  | image/repart.nix                                | system.build.finalImage   | verity store + UKI |
-| rpi4             | installer/sd-card/sd-image-aarch64.nix (firmware, kernel, U-Boot) + image/repart.nix | system.build.finalImage | verity store + UKI (Pi firmware -> U-Boot -> EFI) |
-| ec2-x86_64/arm64 | virtualisation/amazon-image.nix (ec2.efi) + image/repart.nix | system.build.finalImage | verity store + UKI |
-| cubieboard       | installer/sd-card/sd-image-armv7l-multiplatform.nix + U-Boot (Cubieboard_defconfig) at 8 KiB | system.build.sdImage | read-only store, no dm-verity (see below) |
-
-Cubieboard cannot use `image.repart.verityStore` at the pinned nixpkgs: the module only knows
+sunxi boards (Cubieboard) cannot use `image.repart.verityStore` at the pinned nixpkgs: the module only knows
 the usr/usr-verity partition types of x86_64 and arm64 (evaluation fails on armv7l), and
 systemd-repart writes GPT, whose partition entries (bytes 1024..17407) overlap the sunxi SPL
 that the A10 boot ROM reads at 8 KiB. It gets the sd-image MBR layout with the store mounted
@@ -21,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from appliancekit.board import Architecture, Board, BootPath
+from appliancekit.board import Architecture, Board, NixosImage
 from appliancekit.errors import UserError
 
 VERITY = "verity-store"  # erofs store + dm-verity, root hash in the UKI's command line
@@ -36,7 +35,7 @@ _SYSTEMS = {
 
 @dataclass(frozen=True)
 class BoardMapping:
-    kind: str  # repart | ec2 | rpi4 | cubieboard
+    kind: NixosImage
     system: str  # nixpkgs.hostPlatform
     build_system: str  # the system that builds the image (flake packages.<build_system>.image)
     modules: tuple[str, ...]  # nixpkgs module files, relative to modulesPath
@@ -45,6 +44,7 @@ class BoardMapping:
     console: str  # serial console device
     disk_device: str  # whole-disk device the data partition is grown on at first boot
     initrd_modules: tuple[str, ...] = ()
+    uboot_defconfig: str | None = None
 
     @property
     def cross(self) -> bool:
@@ -56,70 +56,64 @@ class BoardMapping:
 
 
 _REPART = "image/repart.nix"
+# route -> (modules, image attribute, seal, architectures it exists for)
+_ROUTES: dict[NixosImage, tuple[tuple[str, ...], str, str, tuple[Architecture, ...]]] = {
+    NixosImage.REPART: ((_REPART,), "finalImage", VERITY, (Architecture.ARM64, Architecture.AMD64)),
+    NixosImage.AMAZON: (
+        ("virtualisation/amazon-image.nix", _REPART),
+        "finalImage",
+        VERITY,
+        (Architecture.ARM64, Architecture.AMD64),
+    ),
+    NixosImage.RASPBERRY_PI: (
+        ("installer/sd-card/sd-image-aarch64.nix", _REPART),
+        "finalImage",
+        VERITY,
+        (Architecture.ARM64,),
+    ),
+    NixosImage.SUNXI: (
+        ("installer/sd-card/sd-image-armv7l-multiplatform.nix",),
+        "sdImage",
+        READONLY,
+        (Architecture.ARMHF,),
+    ),
+}
 
 
 def board_mapping(board: Board) -> BoardMapping:
     """The NixOS image recipe for `board`; UserError for a board it cannot build."""
+    spec = board.nixos
+    if spec is None:
+        raise UserError(
+            f"board {board.name} has no [nixos] table (image, console, disk): the NixOS "
+            "backend does not know how to build it",
+            file=board.source_file,
+            field="nixos",
+        )
+    modules, image_attr, seal, arches = _ROUTES[spec.image]
+    if board.arch not in arches:
+        raise UserError(
+            f"board {board.name}: NixOS image {spec.image.value!r} exists for "
+            f"{', '.join(a.value for a in arches)}, not {board.arch.value}",
+            file=board.source_file,
+            field="nixos.image",
+        )
+    if spec.image == NixosImage.SUNXI and not spec.uboot_defconfig:
+        raise UserError(
+            "a sunxi NixOS image needs the board's U-Boot: set uboot_defconfig",
+            file=board.source_file,
+            field="nixos.uboot_defconfig",
+        )
     system = _SYSTEMS[board.arch]
-    name = board.name
-    if name == "rpi4" or (board.boot == BootPath.RPI and board.arch == Architecture.ARM64):
-        return BoardMapping(
-            kind="rpi4",
-            system=system,
-            build_system=system,
-            modules=("installer/sd-card/sd-image-aarch64.nix", _REPART),
-            image_attr="finalImage",
-            seal=VERITY,
-            console="ttyS1,115200",  # the Pi 4's mini UART on GPIO 14/15 with mainline DTBs
-            disk_device="/dev/mmcblk0",
-            initrd_modules=("mmc_block", "sdhci_iproc", "vc4", "pcie_brcmstb", "reset-raspberrypi"),
-        )
-    if name == "cubieboard" or (board.arch == Architecture.ARMHF and board.boot == BootPath.UBOOT):
-        return BoardMapping(
-            kind="cubieboard",
-            system=system,
-            # nothing for armv7l is in the binary cache: cross-compile from x86_64
-            build_system="x86_64-linux",
-            modules=("installer/sd-card/sd-image-armv7l-multiplatform.nix",),
-            image_attr="sdImage",
-            seal=READONLY,
-            console="ttyS0,115200",
-            disk_device="/dev/mmcblk0",
-            initrd_modules=("sunxi-mmc", "mmc_block", "ext4"),
-        )
-    if name.startswith("ec2-"):
-        if board.arch == Architecture.ARMHF:
-            raise UserError(
-                f"board {name}: EC2 has no 32-bit ARM instances", file=board.source_file
-            )
-        return BoardMapping(
-            kind="ec2",
-            system=system,
-            build_system=system,
-            modules=("virtualisation/amazon-image.nix", _REPART),
-            image_attr="finalImage",
-            seal=VERITY,
-            console="ttyS0,115200n8",
-            disk_device="/dev/nvme0n1",
-            initrd_modules=("nvme", "ena"),
-        )
-    if board.arch in (Architecture.ARM64, Architecture.AMD64) and board.boot in (
-        BootPath.DIRECT,
-        BootPath.UKI,
-    ):
-        return BoardMapping(
-            kind="repart",
-            system=system,
-            build_system=system,
-            modules=(_REPART,),
-            image_attr="finalImage",
-            seal=VERITY,
-            console="ttyAMA0" if board.arch == Architecture.ARM64 else "ttyS0,115200",
-            disk_device="/dev/vda",
-            initrd_modules=("virtio_pci", "virtio_blk", "virtio_scsi"),
-        )
-    raise UserError(
-        f"board {name}: the NixOS backend has no image module for arch {board.arch.value} "
-        f"with boot path {board.boot.value}",
-        file=board.source_file,
+    return BoardMapping(
+        kind=spec.image,
+        system=system,
+        build_system=spec.build_system or system,
+        modules=modules,
+        image_attr=image_attr,
+        seal=seal,
+        console=spec.console,
+        disk_device=spec.disk,
+        initrd_modules=spec.initrd_modules,
+        uboot_defconfig=spec.uboot_defconfig,
     )

@@ -35,7 +35,7 @@ from typing import Any
 
 import jinja2
 
-from appliancekit.board import Board
+from appliancekit.board import Board, NixosImage
 from appliancekit.errors import UserError
 from appliancekit.nixos.boards import VERITY, BoardMapping, board_mapping
 from appliancekit.nixos.nixexpr import OptionPath, Raw, assignments, expr, format_option
@@ -495,7 +495,7 @@ def _board_module(board: Board, mapping: BoardMapping) -> _Module:
         f"nixpkgs image module(s): {', '.join(mapping.modules)}",
         imports=[_modules_path(rel) for rel in mapping.modules],
     )
-    if mapping.kind == "rpi4":
+    if mapping.kind == NixosImage.RASPBERRY_PI:
         # Pi firmware -> U-Boot (ubootRaspberryPi4_64bit, from the sd-image module's firmware
         # set) -> EFI -> the UKI. The firmware files go onto the ESP instead of the
         # sd-image's FIRMWARE partition; the sd-image's ext4 root and extlinux are not used.
@@ -513,14 +513,14 @@ def _board_module(board: Board, mapping: BoardMapping) -> _Module:
         m.set("boot.loader.generic-extlinux-compatible.enable", _lib("mkForce", False))
         m.set("sdImage.expandOnBoot", False)
         m.set("hardware.enableRedistributableFirmware", False)
-    elif mapping.kind == "cubieboard":
+    elif mapping.kind == NixosImage.SUNXI:
         # A10: the sunxi SPL + U-Boot go at 8 KiB, inside the sd-image's 8 MiB gap before the
         # first partition; U-Boot then reads extlinux.conf from the ext4 partition
         m.lets.append(
             (
                 "uboot",
                 "pkgs.buildUBoot {\n"
-                '    defconfig = "Cubieboard_defconfig";\n'
+                f"    defconfig = {nix_string(mapping.uboot_defconfig or '')};\n"
                 '    extraMeta.platforms = [ "armv7l-linux" ];\n'
                 '    filesToInstall = [ "u-boot-sunxi-with-spl.bin" ];\n'
                 "  }",
@@ -542,7 +542,7 @@ def _board_module(board: Board, mapping: BoardMapping) -> _Module:
             ),
         )
         m.set("hardware.enableRedistributableFirmware", False)
-    elif mapping.kind == "ec2":
+    elif mapping.kind == NixosImage.AMAZON:
         # amazon-image.nix brings ENA/NVMe drivers, the serial console and EC2 specifics; the
         # parts that would let anyone in or change the system are switched off
         m.set("ec2.efi", True)
