@@ -155,3 +155,21 @@ def boot_twice_on_a_bigger_disk(
     data = table["partitions"][-1]
     assert (data["start"] + data["size"]) * 512 > size - (2 << 20)
     return report, serial
+
+
+def sd_card_partitions(disk: Path, first_partition_offset: int) -> list[dict[str, object]]:
+    """The MBR layout every SD board shares, checked: a power-of-two card (QEMU's SD models
+    take nothing else), FAT boot partition first and bootable, then root, verity and data,
+    data ending where the card ends. Returns sfdisk's partitions."""
+    from appliancekit.disk import read_partition_table
+
+    size = disk.stat().st_size
+    assert size & (size - 1) == 0, "QEMU's SD card models need a power-of-two card"
+    table = read_partition_table(disk)
+    assert table["label"] == "dos"
+    parts = table["partitions"]
+    assert [p["type"] for p in parts] == ["c", "83", "83", "83"]
+    assert parts[0]["start"] * 512 == first_partition_offset and parts[0].get("bootable")
+    # the power-of-two padding belongs to the data partition, not grown into at first boot
+    assert (parts[-1]["start"] + parts[-1]["size"]) * 512 == size
+    return parts

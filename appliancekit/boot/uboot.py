@@ -104,6 +104,15 @@ def _config(board: Board, key: str) -> str:
     return value
 
 
+def _int_config(board: Board, key: str, example: str) -> int:
+    try:
+        return int(_config(board, key), 0)
+    except ValueError:
+        raise UserError(
+            f"{key} must be {example}", file=board.source_file, field=f"firmware.config.{key}"
+        ) from None
+
+
 def spl_image(inputs: BootInputs) -> Path:
     """The boot loader image named by [firmware.config] spl, from the firmware packages."""
     pattern = _config(inputs.board, "spl")
@@ -138,25 +147,11 @@ def layout(inputs: BootInputs) -> BootLayout:
     spl = spl_image(inputs)
     changes = {k[4:]: v for k, v in config.items() if k.startswith("env.")}
     if changes:
-        try:
-            size = int(_config(board, "env_size"), 0)
-        except ValueError:
-            raise UserError(
-                "env_size must be a size in bytes such as 0x20000",
-                file=board.source_file,
-                field="firmware.config.env_size",
-            ) from None
+        size = _int_config(board, "env_size", "a size in bytes such as 0x20000")
         env = inputs.workdir / ENV_FILE
         env.write_bytes(environment_image(default_environment(spl.read_bytes()), changes, size))
         files[ENV_FILE] = env
-    try:
-        offset = int(_config(board, "spl_offset"), 0)
-    except ValueError:
-        raise UserError(
-            "spl_offset must be a byte offset such as 8192",
-            file=board.source_file,
-            field="firmware.config.spl_offset",
-        ) from None
+    offset = _int_config(board, "spl_offset", "a byte offset such as 8192")
     end = offset + spl.stat().st_size
     first = max(FIRST_PARTITION, -(-end // MIB) * MIB)
     # QEMU's SD card model only takes power-of-two sizes, like the raspi ones.
