@@ -56,9 +56,12 @@ def marker_time(board: Board, cache: Cache, workdir: Path, runs: int) -> float:
     kernel = find_kernel(kernel_root)
     busybox = [unpack(cache, f) for f in apt.fetch(apt.resolve(["busybox-static"]))]
     initrd = build_marker_initramfs(busybox, board, workdir / "marker.img")
-    # the console the image's own command line ends with, and what the QEMU model needs
+    # the consoles of the image's own command line, in its order: the kernel's preferred
+    # console is the last one that exists on this model (ttyS0 of EC2 is absent on virt)
     consoles = [board.kernel.console, *(w[8:] for w in board.kernel.cmdline if w[:8] == "console=")]
-    append = " ".join([f"console={consoles[-1]}", "quiet", "panic=-1", *board.qemu.append])
+    append = " ".join(
+        [*(f"console={c}" for c in consoles), "quiet", "panic=-1", *board.qemu.append]
+    )
     times = []
     for _ in range(runs):
         config = QemuConfig.from_spec(
