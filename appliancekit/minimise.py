@@ -192,6 +192,10 @@ def closure(tree: RootTree, arch: Architecture, requests: Iterable[ClosureReques
                 for child in tree.walk(final):
                     child_entry = tree.get(child)
                     if child_entry is not None and child_entry.kind == "symlink":
+                        if child_entry.package == GENERATED:
+                            # kept anyway; it may point into /data or /run, which exist
+                            # only on the running appliance
+                            continue
                         state.require(child, f"{request.origin}: keep")
                     elif child not in state.keep:
                         state.keep.add(child)

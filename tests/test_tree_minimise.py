@@ -146,3 +146,14 @@ def test_materialise_keeps_modes_owners_and_links(tmp_path: Path) -> None:
     assert stat.S_IMODE(tool.st_mode) == 0o4755 and tool.st_uid == 33
     assert os.readlink(tmp_path / "root/bin") == "usr/bin"
     shutil.rmtree(tmp_path / "root")
+
+
+def test_generated_links_inside_a_kept_directory_need_no_target() -> None:
+    """A recipe keeps /etc/thing whole while the pipeline puts a per-device link into it
+    (target under /run, which exists only on the running appliance)."""
+    tree = RootTree()
+    tree.add(Entry("/etc/thing", "dir", 0o755, package="thing"))
+    tree.add(Entry("/etc/thing/defaults", "file", 0o644, size=1, content=b"x", package="thing"))
+    tree.add_symlink("/etc/thing/secret.conf", "/run/appliancekit/etc/thing/secret.conf")
+    kept, _ = minimise(tree, Architecture.AMD64, [ClosureRequest(executables=(), keep=("/etc/thing",))])
+    assert {"/etc/thing/defaults", "/etc/thing/secret.conf"} <= set(kept.entries)
