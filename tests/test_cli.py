@@ -19,6 +19,22 @@ def test_list_boards_json() -> None:
     boards = {b["name"]: b for b in json.loads(result.stdout)}
     assert boards["qemu-virt-arm64"]["arch"] == "arm64"
     assert boards["qemu-virt-arm64"]["boot"] == "direct"
+    # every board the issue names, with its boot path, Debian suite and NixOS image route
+    shapes = {name: (b["arch"], b["boot"]) for name, b in boards.items()}
+    assert {
+        "qemu-virt-arm64": ("arm64", "direct"),
+        "rpi4": ("arm64", "rpi"),
+        "cubieboard": ("armhf", "uboot"),
+        "ec2-x86_64": ("amd64", "uki"),
+        "ec2-arm64": ("arm64", "uki"),
+    }.items() <= shapes.items()
+    assert boards["cubieboard"]["suite"] == "bookworm" and boards["rpi4"]["nixos"] == "raspberry-pi"
+
+
+def test_list_boards_text() -> None:
+    lines = run_cli("list", "boards", check=True).stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ARCH", "BOOT", "SUITE", "NIXOS", "QEMU", "SUMMARY"]
+    assert any(line.split()[:5] == ["cubieboard", "armhf", "uboot", "bookworm", "sunxi"] for line in lines)
 
 
 def test_list_recipes_text() -> None:

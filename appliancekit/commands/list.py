@@ -31,6 +31,8 @@ def list_command(what: str, json_mode: bool) -> None:
                     "name": name,
                     "arch": board.arch.value,
                     "boot": board.boot.value,
+                    "suite": board.suite,
+                    "nixos": board.nixos.image.value if board.nixos else "-",
                     "qemu": f"{board.qemu.binary} -M {board.qemu.machine}",
                     "summary": board.summary,
                 }
