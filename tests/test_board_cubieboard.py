@@ -22,8 +22,12 @@ import pytest
 
 from appliancekit.board import Architecture, BootPath, PartitionTable, find_board
 from appliancekit.boot import uboot
-from appliancekit.build import BuildResult
+from appliancekit.build import BuildPlan, BuildResult, build
+from appliancekit.cache import Cache, default_cache_dir
 from appliancekit.disk import extract_fat_file
+from appliancekit.errors import UserError
+from appliancekit.output import Reporter
+from appliancekit.recipe import find_recipe, resolve_settings
 
 from .conftest import PROJECT, ApplianceCache, boot_twice_on_a_bigger_disk, sd_card_partitions
 
@@ -167,3 +171,24 @@ def test_card_grows_keeps_data_and_reads_settings(built: BuildResult, tmp_path: 
     assert "per-device settings read from the boot partition" in serial
     hostname = [p for p in report.probes if p.name.startswith("per-device hostname")]
     assert len(hostname) == 2 and all(p.ok for p in hostname)
+
+
+@pytest.mark.slow
+def test_missing_boot_loader_names_the_board_field(built: BuildResult, tmp_path: Path) -> None:
+    """A board naming a U-Boot image its firmware package does not have: one error with the
+    board file and field, and no image directory left behind."""
+    board_file = tmp_path / "boards" / "cubieboard.toml"
+    board_file.parent.mkdir()
+    board_file.write_text(
+        BOARD.source_file.read_text().replace("/Cubieboard/u-boot", "/NoSuchBoard/u-boot")
+    )
+    images = tmp_path / "images"
+    recipe = find_recipe("homepage", PROJECT.recipes_dir)
+    plan = BuildPlan(
+        recipe, find_board("cubieboard", board_file.parent), resolve_settings(recipe, {}), images
+    )
+    with pytest.raises(UserError, match=r"no file matches '/usr/lib/u-boot/NoSuchBoard/") as exc:
+        build(plan, Cache(default_cache_dir()), Reporter())
+    assert exc.value.file == str(board_file) and exc.value.field == "firmware.config.spl"
+    assert not (images / "homepage-cubieboard").exists()
+    assert list((images / ".tmp").iterdir()) == []

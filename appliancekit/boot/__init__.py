@@ -73,25 +73,33 @@ def boot_path(board: Board) -> ModuleType:
     return importlib.import_module(name)
 
 
+def package_files(
+    packages: Sequence[UnpackedPackage], pattern: str, board: Board, field: str
+) -> list[tuple[str, Path]]:
+    """(path in the package, path on the host) of every file matching the glob `pattern` in
+    `packages`, sorted; a UserError naming the board file and `field` if none does."""
+    matches = sorted(
+        {
+            (item.path, unpacked.host_path(item.path))
+            for unpacked in packages
+            for item in unpacked.files
+            if item.kind == "file" and fnmatch.fnmatchcase(item.path, pattern)
+        }
+    )
+    if not matches:
+        names = ", ".join(p.package.name for p in packages) or "no packages"
+        raise UserError(
+            f"no file matches {pattern!r} in {names}", file=board.source_file, field=field
+        )
+    return matches
+
+
 def firmware_files(inputs: BootInputs) -> dict[str, Path]:
     """The board's [firmware] files table resolved against the firmware and kernel packages."""
     packages: Sequence[UnpackedPackage] = (*inputs.firmware, inputs.kernel_package)
     files: dict[str, Path] = {}
     for destination, pattern in inputs.board.firmware.files:
-        matches = sorted(
-            {
-                (item.path, unpacked.host_path(item.path))
-                for unpacked in packages
-                for item in unpacked.files
-                if item.kind == "file" and fnmatch.fnmatchcase(item.path, pattern)
-            }
-        )
-        if not matches:
-            raise UserError(
-                f"no file matches {pattern!r} in {', '.join(p.package.name for p in packages)}",
-                file=inputs.board.source_file,
-                field=f"firmware.files.{destination}",
-            )
+        matches = package_files(packages, pattern, inputs.board, f"firmware.files.{destination}")
         if destination.endswith("/"):
             for path, host in matches:
                 files[destination + path.rsplit("/", 1)[-1]] = host

@@ -22,14 +22,20 @@ card into SRAM like the boot ROM (QEMU >= 8), then everything runs from the card
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import struct
 import zlib
 from pathlib import Path
 
 from appliancekit.board import Board
-from appliancekit.boot import MIB, BootInputs, BootLayout, QemuBoot, firmware_files
+from appliancekit.boot import (
+    MIB,
+    BootInputs,
+    BootLayout,
+    QemuBoot,
+    firmware_files,
+    package_files,
+)
 from appliancekit.errors import UserError
 from appliancekit.manifest import Manifest
 
@@ -73,8 +79,8 @@ def default_environment(image: bytes) -> list[tuple[str, str]]:
             break
         start = previous + 1
     end = image.index(b"\0\0", anchor)
-    entries = [e.decode() for e in image[start:end].split(b"\0")]
-    return [(e.split("=", 1)[0], e.split("=", 1)[1]) for e in entries]
+    pairs = (e.decode().split("=", 1) for e in image[start:end].split(b"\0"))
+    return [(name, value) for name, value in pairs]
 
 
 def environment_image(defaults: list[tuple[str, str]], changes: dict[str, str], size: int) -> bytes:
@@ -116,16 +122,8 @@ def _int_config(board: Board, key: str, example: str) -> int:
 def spl_image(inputs: BootInputs) -> Path:
     """The boot loader image named by [firmware.config] spl, from the firmware packages."""
     pattern = _config(inputs.board, "spl")
-    for unpacked in inputs.firmware:
-        for item in unpacked.files:
-            if item.kind == "file" and fnmatch.fnmatchcase(item.path, pattern):
-                return unpacked.host_path(item.path)
-    names = ", ".join(p.package.name for p in inputs.firmware) or "no firmware packages"
-    raise UserError(
-        f"no file matches {pattern!r} in {names}",
-        file=inputs.board.source_file,
-        field="firmware.config.spl",
-    )
+    matches = package_files(inputs.firmware, pattern, inputs.board, "firmware.config.spl")
+    return matches[0][1]
 
 
 def layout(inputs: BootInputs) -> BootLayout:
