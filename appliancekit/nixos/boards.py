@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from appliancekit.board import Architecture, Board, NixosImage
+from appliancekit.board import Architecture, Board, NixosImage, NixosSpec
 from appliancekit.errors import UserError
 
 VERITY = "verity-store"  # erofs store + dm-verity, root hash in the UKI's command line
@@ -35,16 +35,16 @@ _SYSTEMS = {
 
 @dataclass(frozen=True)
 class BoardMapping:
-    kind: NixosImage
+    spec: NixosSpec  # the board's [nixos] table: console, disk, initrd modules, U-Boot
     system: str  # nixpkgs.hostPlatform
     build_system: str  # the system that builds the image (flake packages.<build_system>.image)
     modules: tuple[str, ...]  # nixpkgs module files, relative to modulesPath
     image_attr: str  # attribute under config.system.build
     seal: str  # VERITY | READONLY
-    console: str  # serial console device
-    disk_device: str  # whole-disk device the data partition is grown on at first boot
-    initrd_modules: tuple[str, ...] = ()
-    uboot_defconfig: str | None = None
+
+    @property
+    def kind(self) -> NixosImage:
+        return self.spec.image
 
     @property
     def cross(self) -> bool:
@@ -106,14 +106,10 @@ def board_mapping(board: Board) -> BoardMapping:
         )
     system = _SYSTEMS[board.arch]
     return BoardMapping(
-        kind=spec.image,
+        spec=spec,
         system=system,
         build_system=spec.build_system or system,
         modules=modules,
         image_attr=image_attr,
         seal=seal,
-        console=spec.console,
-        disk_device=spec.disk,
-        initrd_modules=spec.initrd_modules,
-        uboot_defconfig=spec.uboot_defconfig,
     )

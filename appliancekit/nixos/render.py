@@ -397,8 +397,8 @@ def _appliance_module(recipe: Recipe, board: Board, mapping: BoardMapping) -> _M
     m.set("services.userborn.enable", True)
     m.set("networking.useNetworkd", True)
     m.set("networking.firewall.allowedTCPPorts", ports)
-    m.set("boot.initrd.availableKernelModules", list(mapping.initrd_modules))
-    m.set("boot.kernelParams", [f"console={mapping.console}", "panic=10"])
+    m.set("boot.initrd.availableKernelModules", list(mapping.spec.initrd_modules))
+    m.set("boot.kernelParams", [f"console={mapping.spec.console}", "panic=10"])
     m.set("boot.loader.grub.enable", False)
     m.set("system.activationScripts.usrbinenv", _lib("mkForce", ""))
     # -- file systems: tmpfs root, read-only store, state on /data
@@ -412,7 +412,7 @@ def _appliance_module(recipe: Recipe, board: Board, mapping: BoardMapping) -> _M
     else:
         m.set('fileSystems."/sealed"', _readonly_store_fs())
         m.set('fileSystems."/nix/store"', _bind("/sealed/nix/store", "ro"))
-        m.set('fileSystems."/data"', {**_data_fs(f"{mapping.disk_device}p3"), "autoFormat": True})
+        m.set('fileSystems."/data"', {**_data_fs(f"{mapping.spec.disk}p3"), "autoFormat": True})
     m.set('fileSystems."/var/lib"', _bind(f"{DATA}/var/lib"))
     for path in recipe.data_paths:
         if path != "/var/lib" and not path.startswith("/var/lib/"):
@@ -485,7 +485,7 @@ def _verity_image(m: _Module, board: Board, mapping: BoardMapping) -> None:
     )
     # first boot: grow the data partition (the last one) to the end of the disk
     m.set("boot.initrd.systemd.repart.enable", True)
-    m.set("boot.initrd.systemd.repart.device", mapping.disk_device)
+    m.set("boot.initrd.systemd.repart.device", mapping.spec.disk)
     m.set('systemd.repart.partitions."30-data"', {"Type": "linux-generic", "Label": "data"})
 
 
@@ -520,7 +520,7 @@ def _board_module(board: Board, mapping: BoardMapping) -> _Module:
             (
                 "uboot",
                 "pkgs.buildUBoot {\n"
-                f"    defconfig = {nix_string(mapping.uboot_defconfig or '')};\n"
+                f"    defconfig = {nix_string(mapping.spec.uboot_defconfig or '')};\n"
                 '    extraMeta.platforms = [ "armv7l-linux" ];\n'
                 '    filesToInstall = [ "u-boot-sunxi-with-spl.bin" ];\n'
                 "  }",
@@ -553,7 +553,7 @@ def _board_module(board: Board, mapping: BoardMapping) -> _Module:
         m.set("boot.loader.grub.efiSupport", _lib("mkForce", False))
         m.set("boot.loader.grub.efiInstallAsRemovable", _lib("mkForce", False))
     else:
-        m.set("boot.initrd.kernelModules", list(mapping.initrd_modules))
+        m.set("boot.initrd.kernelModules", list(mapping.spec.initrd_modules))
     return m
 
 
