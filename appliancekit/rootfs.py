@@ -182,7 +182,6 @@ def _identity(tree: RootTree, recipe: Recipe, users: Mapping[str, User]) -> None
     tree.add_file("/etc/group", group)
     # name resolution: the initramfs writes DHCP's servers to /run/resolv.conf (the root is
     # read-only); a recipe's own [[file]] for either path replaces these
-    tree.entries.pop("/etc/resolv.conf", None)
     tree.add_symlink("/etc/resolv.conf", "../run/resolv.conf")
     tree.add_file("/etc/hosts", "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")
     tree.add_file(

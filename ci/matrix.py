@@ -34,12 +34,12 @@ def main() -> None:
         p.stem: tomllib.loads(p.read_text())["board"]
         for p in sorted((ROOT / "boards").glob("*.toml"))
     }
+    unavailable = {r: _unavailable_arches(r) for r, data in recipes.items() if "debian" in data}
     debian = [
         {"recipe": r, "board": b}
-        for r, data in recipes.items()
-        if "debian" in data
+        for r, arches in unavailable.items()
         for b, info in boards.items()
-        if info["arch"] not in _unavailable_arches(r)
+        if info["arch"] not in arches
     ]
     nixos = [
         {"recipe": r, "board": b, "runner": RUNNERS[info["arch"]]}
