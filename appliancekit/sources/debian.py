@@ -8,6 +8,7 @@ check the sha256 again when moving a .deb into the content-addressed cache.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -140,10 +141,16 @@ class AptSource:
     def _apt(
         self, args: Sequence[str], cwd: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
+        # apt takes its own lock and fails at once when another apt holds it; builds of
+        # several images (parallel tests, two terminals) share this state, so they queue.
+        self.root.mkdir(parents=True, exist_ok=True)
         try:
-            return subprocess.run(
-                list(args), env=self._env(), cwd=cwd, capture_output=True, text=True, check=False
-            )
+            with open(self.root / "appliancekit.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                return subprocess.run(
+                    list(args), env=self._env(), cwd=cwd, capture_output=True, text=True,
+                    check=False,
+                )
         except FileNotFoundError as exc:
             raise ToolError(f"{args[0]} not found: apt-get install apt") from exc
 
