@@ -480,3 +480,42 @@ def test_new_kind_is_one_registered_function(banner: int) -> None:
         assert result.ok and result.detail == f"SSH-2.0-{MARKER}"
     finally:
         KINDS.pop("ssh", None)
+
+
+def test_each_protocol_module_registers_its_kinds() -> None:
+    """The package is one module per protocol; each registers the kinds it defines."""
+    import pkgutil
+
+    import appliancekit.probes as package
+
+    modules = {
+        m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")
+    } - {"runner"}
+    owners = {spec.check.__module__.rsplit(".", 1)[1] for spec in KINDS.values()}
+    assert {"http", "dns", "smtp", "imap", "managesieve", "matrix"} <= modules
+    assert modules <= owners, f"modules that register no kind: {modules - owners}"
+
+
+def test_a_new_module_is_a_new_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, banner: int
+) -> None:
+    """Dropping a protocol module into the package is all it takes: no list to extend."""
+    import sys
+
+    import appliancekit.probes as package
+
+    (tmp_path / "gophertest.py").write_text(
+        "from appliancekit.probes.runner import probe_kind\n"
+        "@probe_kind('gopher-test')\n"
+        "def check(probe, host, port, timeout):\n"
+        "    return 'gopher answered'\n"
+    )
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
+    try:
+        package._load_kinds()
+        assert "gopher-test" in KINDS
+        result = run_probe_once(Probe(kind="gopher-test", port=70), HOST, banner)  # type: ignore[arg-type]
+        assert result.ok and result.detail == "gopher answered"
+    finally:
+        KINDS.pop("gopher-test", None)
+        sys.modules.pop("appliancekit.probes.gophertest", None)
