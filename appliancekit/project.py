@@ -22,6 +22,10 @@ class Project:
         return self.root / "boards"
 
     @property
+    def clouds_dir(self) -> Path:
+        return self.root / "clouds"
+
+    @property
     def images_dir(self) -> Path:
         if env := os.environ.get("APPLIANCEKIT_IMAGES"):
             return Path(env).resolve()

@@ -8,6 +8,7 @@ packages=(
   erofs-utils cryptsetup-bin fdisk dosfstools mtools e2fsprogs cpio kmod
   bmap-tools zstd xz-utils git make nix-bin
   device-tree-compiler busybox-static
+  pdns-server pdns-backend-sqlite3 sqlite3
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -21,7 +22,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup-host: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq || apt-get update
+  # pdns-server is for the tests, which start their own on loopback: the package's service
+  # must not start (or take port 53) on this machine.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=1
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$own_policy" ]; then rm -f "$policy"; fi
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now pdns.service >/dev/null 2>&1 || true
+  fi
 fi
 
 # QEMU 10 for the SD-card boards: Debian 12's QEMU 7.2 has no raspi4b model and its

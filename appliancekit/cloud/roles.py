@@ -1,0 +1,85 @@
+"""What the cloud fills in for each member: the settings its role needs, from the cloud.
+
+A role names recipe settings, never recipes: any recipe that declares `domain`, `dkim_key`,
+`dkim_selector` and `nameservers` can be the mail member. The member's own settings in the
+cloud file win over these. Every member also gets its host name and its static address on
+the cloud's network (the universal per-device settings the initramfs reads, see
+`appliancekit/boot/templates/init.sh.j2`).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping, Sequence
+
+from appliancekit.cloud.model import Cloud, Member, Role
+from appliancekit.cloud.secrets import CloudSecrets
+from appliancekit.tomlsource import TomlSource
+
+Value = Callable[[Cloud, Member, CloudSecrets], str]
+
+# Universal per-device network settings (read by the initramfs of every image).
+NET_ADDRESS = "net_address"  # ADDR/PREFIX, static, on NIC number net_interface
+NET_ADDRESS6 = "net_address6"
+NET_INTERFACE = "net_interface"  # 1-based NIC position; the default 1 replaces DHCP there
+
+ROLE_SETTINGS: Mapping[Role, Mapping[str, Value]] = {
+    Role.DNS: {
+        "api_key": lambda cloud, member, secrets: secrets.pdns_api_key,
+        "zones": lambda cloud, member, secrets: cloud.domain,
+    },
+    Role.MAIL: {
+        "domain": lambda cloud, member, secrets: cloud.domain,
+        # known before first boot, so its record is published before the first mail
+        "dkim_key": lambda cloud, member, secrets: base64.b64encode(
+            secrets.dkim_key_pem.encode()
+        ).decode(),
+        "dkim_selector": lambda cloud, member, secrets: cloud.dkim_selector,
+        "nameservers": lambda cloud, member, secrets: str(cloud.dns.address),
+    },
+    Role.MATRIX: {
+        "server_name": lambda cloud, member, secrets: cloud.domain,
+    },
+    Role.WEB: {},
+    Role.NONE: {},
+}
+
+
+def check_roles(members: Sequence[Member], src: TomlSource) -> None:
+    """Each member's recipe declares the settings its role fills (else: one line)."""
+    for index, member in enumerate(members):
+        declared = {s.name for s in member.recipe.settings}
+        missing = sorted(set(ROLE_SETTINGS[member.role]) - declared)
+        if missing:
+            src.fail(
+                ("member", index, "role"),
+                f"role {member.role.value!r} needs recipe settings {', '.join(missing)}, "
+                f"which recipe {member.recipe.name!r} does not declare",
+            )
+
+
+def member_settings(
+    cloud: Cloud, member: Member, secrets: CloudSecrets, *, net_interface: int = 1
+) -> dict[str, str]:
+    """Every setting the cloud gives `member`: role values, then the member's own."""
+    values = {
+        "hostname": member.name,
+        NET_ADDRESS: f"{member.address}/{member.prefix}",
+        NET_INTERFACE: str(net_interface),
+    }
+    if member.address6 is not None:
+        values[NET_ADDRESS6] = f"{member.address6}/{member.prefix6}"
+    for name, value in ROLE_SETTINGS[member.role].items():
+        values[name] = value(cloud, member, secrets)
+    values.update(member.settings)
+    return values
+
+
+def split_settings(
+    member: Member, values: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(build-time settings, per-device settings): per-device ones go on the card."""
+    build_time = {s.name for s in member.recipe.settings if not s.per_device}
+    build = {k: v for k, v in values.items() if k in build_time}
+    device = {k: v for k, v in values.items() if k not in build_time}
+    return build, device
