@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the host tools appliancekit needs on Debian 12 (idempotent: installs only what is missing).
 set -euo pipefail
+# nix-bin: Debian 12's is Nix 2.8, which the tests use to parse and evaluate rendered flakes.
+# It cannot build them (nixpkgs needs Nix >= 2.18): see appliancekit/nixos/nixversion.py.
 packages=(
   apt debian-archive-keyring gpgv ca-certificates
   python3 python3-venv python3-pip

@@ -50,8 +50,9 @@ def doctor_command(json_mode: bool) -> None:
     for path, (package, why) in FILES.items():
         rows.append({"tool": path, "package": package, "for": why, "found": Path(path).exists()})
     missing = sorted({r["package"] for r in rows if not r["found"]})
+    nix = _nix_report()
     if json_mode:
-        emit_json({"checks": rows, "missing_packages": missing, "ok": not missing})
+        emit_json({"checks": rows, "missing_packages": missing, "ok": not missing, "nix": nix})
     else:
         for row in rows:
             click.echo(
@@ -61,7 +62,22 @@ def doctor_command(json_mode: bool) -> None:
             click.echo(f"install with: apt-get install {' '.join(missing)}  (or: make setup)")
         else:
             click.echo("all host tools present")
+        click.echo(_nix_line(nix))
     sys.exit(1 if missing else 0)
+
+
+def _nix_report() -> dict[str, object]:
+    """The Nix that `build --backend nixos` would use. Informational: the Debian backend
+    needs no Nix, so a missing or too old Nix does not fail `doctor`."""
+    from appliancekit.nixos.nixversion import nix_check
+
+    return nix_check()
+
+
+def _nix_line(nix: dict[str, object]) -> str:
+    if nix["ok"]:
+        return f"ok      nix {nix['version']} (builds NixOS-backend images)"
+    return f"NIX     {nix['problem']} (only the NixOS backend needs it)"
 
 
 COMMANDS = [doctor_command]

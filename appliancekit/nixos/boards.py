@@ -25,6 +25,10 @@ from appliancekit.errors import UserError
 
 VERITY = "verity-store"  # erofs store + dm-verity, root hash in the UKI's command line
 READONLY = "read-only-store"  # store on a read-only ext4 partition, no verity
+# the FAT partition that holds settings.env: the ESP of repart images (a GPT partition label
+# the renderer sets), the FIRMWARE file system of sd-images (MBR: no partition labels)
+ESP_LABEL = "ESP"
+FIRMWARE_LABEL = "FIRMWARE"
 
 _SYSTEMS = {
     Architecture.ARM64: "aarch64-linux",
@@ -49,6 +53,13 @@ class BoardMapping:
     @property
     def cross(self) -> bool:
         return self.system != self.build_system
+
+    @property
+    def boot_partition(self) -> str:
+        """The FAT partition holding settings.env, as the running image names it."""
+        if self.seal == VERITY:
+            return f"/dev/disk/by-partlabel/{ESP_LABEL}"
+        return f"/dev/disk/by-label/{FIRMWARE_LABEL}"
 
     @property
     def efi_arch(self) -> str:

@@ -26,6 +26,7 @@ from appliancekit.digest import fingerprint, sha256_file
 from appliancekit.disk import write_sha256sums
 from appliancekit.errors import NeedsNixError, ToolError
 from appliancekit.manifest import MANIFEST, Manifest, write_manifest
+from appliancekit.nixos.nixversion import INSTALL, installed_nix, version_problem
 from appliancekit.nixos.pin import NIXPKGS
 from appliancekit.nixos.render import NixRender, render_flake
 from appliancekit.output import Reporter
@@ -45,9 +46,15 @@ class NixBuildResult:
 
 def nix_unavailable_reason() -> str | None:
     """None when `nix` with flakes can build here; otherwise the one-line reason."""
-    nix = shutil.which("nix")
-    if nix is None:
-        return "nix is not on PATH"
+    found = installed_nix()
+    if found is None:
+        return f"nix is not on PATH; {INSTALL}"
+    nix, version = found
+    # first the version: Debian 12's nix 2.8 has flakes, but nixpkgs refuses to evaluate
+    # under it, and that would only show as an evaluation error deep in `nix build`
+    problem = version_problem(version)
+    if problem is not None:
+        return problem
     try:
         proc = subprocess.run(
             [nix, *NIX_FEATURES, "flake", "--help"], capture_output=True, text=True, timeout=60
@@ -115,8 +122,8 @@ def build_nixos(
             else:
                 _replace_dir(out, final, tmp_root)
             raise NeedsNixError(
-                f"{final / FLAKE_DIR}: flake rendered, but building it needs Nix with flakes "
-                f"({reason}); run: nix build {final / FLAKE_DIR}#image"
+                f"{final / FLAKE_DIR}: flake rendered, not built: {reason}; then run: "
+                f"nix build {final / FLAKE_DIR}#image"
             )
         manifest = _nix_build(out, flake, recipe, board, settings, reporter)
         _replace_dir(out, final, tmp_root)

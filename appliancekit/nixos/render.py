@@ -11,14 +11,16 @@
     OUT/board.nix          the board: nixpkgs' own image module plus what the board needs
     OUT/recipe.nix         the recipe's [nixos] options (settings substituted)
     OUT/recipe/*.nix       extra modules shipped in recipes/NAME/nixos/ (package pins, ...)
+    OUT/secrets.nix        the unit that fills /data/appliance/secrets at boot (appliancekit.
+    OUT/secrets.sh         nixos.secrets), when the recipe's options name a secret
     OUT/files/NAME/        copies of `path` settings (e.g. the homepage's site)
     OUT/appliance.json     what appliancekit needs afterwards: probes, ports, pin, seal, ...
 
 Recipe `[nixos]` values: TOML strings, numbers, booleans and arrays become Nix values; strings
 are jinja2 templates over `settings` (the resolved settings; `path` settings render as
 `./files/NAME`) and `secrets` (`{{ secrets.NAME }}` is the path of that secret setting's file on
-the data partition, /data/appliance/secrets/NAME, written per device at flash/publish time and
-never placed in the Nix store). A string starting with `nix:` is a Nix expression, e.g.
+the data partition, /data/appliance/secrets/NAME, filled at every boot from the settings.env
+that `flash` writes to the boot partition, or generated, and never placed in the Nix store). A string starting with `nix:` is a Nix expression, e.g.
 `"nix:pkgs.garage"`. Every option path, the recipe's and the renderer's own, is checked against
 the option list of the pinned nixpkgs (appliancekit.nixos.options).
 """
@@ -37,12 +39,20 @@ import jinja2
 
 from appliancekit.board import Board, NixosImage
 from appliancekit.errors import UserError
-from appliancekit.nixos.boards import VERITY, BoardMapping, board_mapping
+from appliancekit.nixos.boards import (
+    ESP_LABEL,
+    FIRMWARE_LABEL,
+    VERITY,
+    BoardMapping,
+    board_mapping,
+)
 from appliancekit.nixos.nixexpr import OptionPath, Raw, assignments, expr, format_option
 from appliancekit.nixos.nixexpr import parse_option as parse_option_text
 from appliancekit.nixos.nixexpr import string as nix_string
 from appliancekit.nixos.options import OptionSet, bundled_options
 from appliancekit.nixos.pin import NIXPKGS, STATE_VERSION
+from appliancekit.nixos.secrets import SCRIPT, UNIT, SecretFile, device_unit, load_secret_files
+from appliancekit.nixos.secrets import render_script as render_secrets_script
 from appliancekit.recipe import Recipe, ResolvedSettings, SettingKind
 from appliancekit.tomlsource import TomlSource
 
@@ -139,8 +149,14 @@ def render_flake(
     recipe_module = _recipe_module(recipe, context, options)
     appliance_module = _appliance_module(recipe, board, mapping)
     board_module = _board_module(board, mapping)
-    config_module = _configuration_module(recipe, board, mapping, name)
+    secret_files = _secret_files(recipe, context.used_secrets)
+    secrets_module = _secrets_module(mapping) if secret_files else None
+    config_module = _configuration_module(
+        recipe, board, mapping, name, with_secrets=secrets_module is not None
+    )
     emitted = [*config_module.options, *appliance_module.options, *board_module.options]
+    if secrets_module is not None:
+        emitted += secrets_module.options
     for path, _ in emitted:  # the renderer's own options: a miss here is a bug in this module
         problem = options.problem(path)
         if problem:
@@ -154,6 +170,9 @@ def render_flake(
         "board.nix": board_module.text(),
         "recipe.nix": recipe_module.text(),
     }
+    if secrets_module is not None:
+        files["secrets.nix"] = secrets_module.text()
+        files[SCRIPT] = render_secrets_script(secret_files)
     for rel, text in files.items():
         (out_dir / rel).write_text(text)
     written = list(files) + context.copied + _copy_recipe_modules(recipe, out_dir)
@@ -170,7 +189,11 @@ def render_flake(
         files=(),
     )
     (out_dir / "appliance.json").write_text(
-        json.dumps(_appliance_json(recipe, board, settings, result), indent=2, sort_keys=True)
+        json.dumps(
+            _appliance_json(recipe, board, settings, result, secret_files),
+            indent=2,
+            sort_keys=True,
+        )
         + "\n"
     )
     written.append("appliance.json")
@@ -227,6 +250,7 @@ class _Context:
         self.copied: list[str] = []
         self.env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
         self.kinds = {s.name: s for s in recipe.settings}
+        self.used_secrets: set[str] = set()  # secret settings the options name
 
     def setting(self, name: str) -> object:
         spec = self.kinds.get(name)
@@ -283,13 +307,16 @@ class _Context:
                 except KeyError:
                     raise jinja2.UndefinedError(f"no setting {name!r}") from None
 
-        secrets = {
-            s.name: f"{SECRETS_DIR}/{s.name}"
-            for s in self.recipe.settings
-            if s.kind == SettingKind.SECRET
-        }
+        class _Secrets:
+            def __getattr__(self, name: str) -> str:
+                spec = context.kinds.get(name)
+                if spec is None or spec.kind != SettingKind.SECRET:
+                    raise jinja2.UndefinedError(f"no secret setting {name!r}")
+                context.used_secrets.add(name)
+                return f"{SECRETS_DIR}/{name}"
+
         try:
-            return self.env.from_string(template).render(settings=_Settings(), secrets=secrets)
+            return self.env.from_string(template).render(settings=_Settings(), secrets=_Secrets())
         except jinja2.TemplateError as exc:
             raise UserError(
                 f"{where}: cannot render {template!r}: {exc}", file=self.recipe.source_file
@@ -343,13 +370,16 @@ def _copy_recipe_modules(recipe: Recipe, out_dir: Path) -> list[str]:
 
 
 def _configuration_module(
-    recipe: Recipe, board: Board, mapping: BoardMapping, name: str
+    recipe: Recipe, board: Board, mapping: BoardMapping, name: str, *, with_secrets: bool
 ) -> _Module:
+    imports = ["./appliance.nix", "./board.nix", "./recipe.nix"]
+    if with_secrets:
+        imports.append("./secrets.nix")
     module = _Module(
         f"{name}: {recipe.summary}\n"
         f"board {board.name} ({board.arch.value}, {board.boot.value}); "
         f"nixpkgs {NIXPKGS.branch} {NIXPKGS.short}",
-        imports=[Raw("./appliance.nix"), Raw("./board.nix"), Raw("./recipe.nix")],
+        imports=[Raw(p) for p in imports],
     )
     module.set("nixpkgs.hostPlatform", mapping.system)
     if mapping.cross:
@@ -421,13 +451,62 @@ def _appliance_module(recipe: Recipe, board: Board, mapping: BoardMapping) -> _M
         "systemd.tmpfiles.settings.appliance-data",
         {
             f"{DATA}/var/lib": {"d": {"mode": "0755"}},
-            f"{DATA}/appliance/secrets": {"d": {"mode": "0700"}},
+            # 0711: each service reaches its own file (0400, its own), nobody lists them
+            SECRETS_DIR: {"d": {"mode": "0711"}},
             **{
                 f"{DATA}{p}": {"d": {"mode": "0755"}}
                 for p in recipe.data_paths
                 if not p.startswith("/var/lib")
             },
         },
+    )
+    return m
+
+
+def _secret_files(recipe: Recipe, used: set[str]) -> list[SecretFile]:
+    secret = {s.name for s in recipe.settings if s.kind == SettingKind.SECRET}
+    specs = load_secret_files(recipe.directory / "nixos", secret)
+    return [specs[name] for name in sorted(used)]
+
+
+def _secrets_module(mapping: BoardMapping) -> _Module:
+    """appliancekit-secrets.service: fills SECRETS_DIR before sysinit.target, i.e. before every
+    service with default dependencies, once /data is mounted (in the initrd) and userborn has
+    made the users the files belong to."""
+    unit = f"systemd.services.{UNIT}"
+    device = mapping.boot_partition
+    m = _Module(
+        "Per-device secrets: settings.env on the boot partition (written by `appliancekit flash`)\n"
+        f"-> {SECRETS_DIR}, or generated where the service allows; see secrets.sh"
+    )
+    m.set(f"{unit}.description", f"Per-device secrets into {SECRETS_DIR}")
+    m.set(f"{unit}.wantedBy", ["sysinit.target"])
+    m.set(f"{unit}.before", ["sysinit.target", "shutdown.target"])
+    m.set(f"{unit}.after", ["local-fs.target", "userborn.service", device_unit(device)])
+    m.set(f"{unit}.wants", [device_unit(device)])
+    m.set(
+        f"{unit}.unitConfig",
+        {"DefaultDependencies": False, "RequiresMountsFor": [SECRETS_DIR]},
+    )
+    # the boot partition is mounted in the unit's own mount namespace: gone when it exits
+    m.set(
+        f"{unit}.serviceConfig",
+        {"Type": "oneshot", "RemainAfterExit": True, "PrivateMounts": True},
+    )
+    m.set(f"{unit}.path", [Raw("pkgs.coreutils"), Raw("pkgs.util-linux")])
+    m.set(
+        f"{unit}.script",
+        Raw(
+            "''\n"
+            "    mkdir -p /run/appliancekit-boot\n"
+            "    settings=/run/appliancekit-boot/settings.env\n"
+            f"    if ! mount -t vfat -o ro,nosuid,nodev,noexec {device} /run/appliancekit-boot; then\n"
+            f'      echo "appliancekit-secrets: no boot partition at {device}" >&2\n'
+            "      settings=/dev/null\n"
+            "    fi\n"
+            f'    ${{pkgs.runtimeShell}} ${{./{SCRIPT}}} "$settings" {SECRETS_DIR}\n'
+            "  ''"
+        ),
     )
     return m
 
@@ -469,7 +548,7 @@ def _verity_image(m: _Module, board: Board, mapping: BoardMapping) -> None:
     m.set("image.repart.verityStore.ukiPath", f"/EFI/BOOT/BOOT{mapping.efi_arch}.EFI")
     m.set(
         'image.repart.partitions."00-esp".repartConfig',
-        {"Type": "esp", "Format": "vfat", "Label": "ESP", "SizeMinBytes": "256M"},
+        {"Type": "esp", "Format": "vfat", "Label": ESP_LABEL, "SizeMinBytes": "256M"},
     )
     m.set('image.repart.partitions."10-store-verity".repartConfig.Minimize', "best")
     m.set('image.repart.partitions."20-store".repartConfig.Minimize', "best")
@@ -528,6 +607,8 @@ def _board_module(board: Board, mapping: BoardMapping) -> _Module:
         )
         data_mib = max(board.disk.data_size_mib, 256)
         m.set("sdImage.compressImage", False)
+        # the FAT partition `flash` writes settings.env to (found by this label at boot)
+        m.set("sdImage.firmwarePartitionName", FIRMWARE_LABEL)
         m.set("sdImage.expandOnBoot", False)
         m.set(
             "sdImage.postBuildCommands",
@@ -600,7 +681,11 @@ def _flake_lock() -> dict[str, object]:
 
 
 def _appliance_json(
-    recipe: Recipe, board: Board, settings: ResolvedSettings, render: NixRender
+    recipe: Recipe,
+    board: Board,
+    settings: ResolvedSettings,
+    render: NixRender,
+    secret_files: list[SecretFile],
 ) -> dict[str, object]:
     from dataclasses import asdict
 
@@ -619,7 +704,16 @@ def _appliance_json(
         "image_modules": list(render.board_modules),
         "seal": render.seal,
         "settings": {k: ("" if k in secret else str(v)) for k, v in settings.values},
-        "secrets": {name: f"{SECRETS_DIR}/{name}" for name in sorted(secret)},
+        # the secret files the image's services read, filled at boot (secrets.sh)
+        "secrets": {
+            s.name: {
+                "path": f"{SECRETS_DIR}/{s.name}",
+                "encoding": s.encoding.value,
+                "generate": s.generate.value,
+                "owner": s.owner,
+            }
+            for s in secret_files
+        },
         "probes": [
             {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(p).items()}
             for p in recipe.probes
