@@ -164,7 +164,7 @@ def boot_test(
     itself without an overlay (it is changed: the data partition grows, state is kept).
     On boards with [qemu] imds = true, `user_data` (default USER_DATA) is served as EC2
     user-data over IMDSv2 and overrides the device's settings in the probes."""
-    disk = disk or image_dir / manifest.disk["path"]
+    disk = disk or image_dir / manifest.disk.path
     log_dir = log_dir or image_dir
     with tempfile.TemporaryDirectory(prefix="boottest.") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)

@@ -31,7 +31,15 @@ from appliancekit.disk import (
     make_fat_image,
     write_sha256sums,
 )
-from appliancekit.manifest import MANIFEST, Manifest, read_manifest, write_manifest
+from appliancekit.manifest import (
+    MANIFEST,
+    DiskRecord,
+    Manifest,
+    SizeRecord,
+    VerityRecord,
+    read_manifest,
+    write_manifest,
+)
 from appliancekit.minimise import SizeReport, minimise
 from appliancekit.output import Reporter
 from appliancekit.publish.image import write_image_bmap
@@ -321,21 +329,23 @@ def _build_into(
         kernel_version=kernel.version,
         kernel_cmdline=cmdline,
         initramfs_modules=list(initramfs.modules),
-        verity={
-            "root_hash": sealed.root_hash,
-            "salt": sealed.salt,
-            "data_blocks": sealed.data_blocks,
-            "erofs_uuid": sealed.erofs_uuid,
-            "verity_uuid": sealed.verity_uuid,
-        },
-        disk={**disk.to_json(), "path": DISK},
-        sizes={
-            "unminimised_root_bytes": report.before,
-            "minimised_root_bytes": report.after,
-            "sealed_root_bytes": sealed_size,
-            "initramfs_bytes": initramfs.size,
-            "kernel_bytes": kernel.image.stat().st_size,
-        },
+        verity=VerityRecord(
+            root_hash=sealed.root_hash,
+            salt=sealed.salt,
+            data_blocks=sealed.data_blocks,
+            erofs_uuid=sealed.erofs_uuid,
+            verity_uuid=sealed.verity_uuid,
+        ),
+        disk=DiskRecord.of(disk, DISK),
+        sizes=SizeRecord(
+            disk_bytes=disk.size,
+            unminimised_root_bytes=report.before,
+            minimised_root_bytes=report.after,
+            sealed_root_bytes=sealed_size,
+            initramfs_bytes=initramfs.size,
+            kernel_bytes=kernel.image.stat().st_size,
+        ),
+        backend="debian",
         probes=[_probe_json(p) for p in plan.recipe.probes],
         ports=sorted({*plan.recipe.ports, *(p.port for p in plan.recipe.probes)}),
         extra={

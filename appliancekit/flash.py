@@ -42,7 +42,7 @@ from appliancekit.devsettings import (
 from appliancekit.digest import sha256_file
 from appliancekit.errors import ToolError, UserError
 from appliancekit.hostcmd import run
-from appliancekit.manifest import Manifest, load_manifest
+from appliancekit.manifest import Manifest, PartitionRecord, load_manifest
 from appliancekit.publish.bmap import Bmap, parse_bmap
 from appliancekit.publish.image import SHA256SUMS, open_image_dir, read_sha256sums
 
@@ -63,7 +63,7 @@ class FlashSource:
 
     @property
     def size(self) -> int:
-        return int(self.manifest.disk["size"])
+        return self.manifest.disk.size
 
 
 @dataclass
@@ -103,7 +103,7 @@ def find_source(path: Path) -> FlashSource:
             file=path,
         )
     manifest = load_manifest(path)
-    disk = path / manifest.disk.get("path", "disk.img")
+    disk = path / manifest.disk.path
     if disk.is_file():
         return FlashSource("image", path, manifest, disk, None, None)
     zst = path / f"{manifest.name}.img.zst"
@@ -311,10 +311,10 @@ def read_back(path: Path, bmap: Bmap, *, progress: object | None = None) -> None
 # --- settings.env ----------------------------------------------------------------------
 
 
-def boot_partition(manifest: Manifest) -> dict:
-    for part in manifest.disk["partitions"]:
-        if part.get("role") in ("boot", "esp"):
-            return part
+def boot_partition(manifest: Manifest) -> PartitionRecord:
+    part = manifest.disk.by_role("boot", "esp")
+    if part is not None:
+        return part
     raise UserError(
         f"image {manifest.name} has no FAT boot partition to hold per-device settings",
         field="disk.partitions",
@@ -324,7 +324,7 @@ def boot_partition(manifest: Manifest) -> dict:
 def read_device_settings(target: Path, manifest: Manifest) -> dict[str, str] | None:
     """settings.env from the boot partition of a flashed target (None if absent)."""
     part = boot_partition(manifest)
-    image = f"{target}@@{part['offset']}"
+    image = f"{target}@@{part.offset}"
     listing = run(["mdir", "-b", "-i", image, "::/"], env=_MTOOLS_ENV, input="").stdout
     if not any(line.strip().lower().endswith("/" + SETTINGS_FILE) for line in listing.splitlines()):
         return None
@@ -345,7 +345,7 @@ def write_device_settings(
         src = Path(tmp) / SETTINGS_FILE
         src.write_text(text)
         run(
-            ["mcopy", "-o", "-i", f"{target}@@{part['offset']}", src, f"::/{SETTINGS_FILE}"],
+            ["mcopy", "-o", "-i", f"{target}@@{part.offset}", src, f"::/{SETTINGS_FILE}"],
             env=_MTOOLS_ENV,
             input="",
         )

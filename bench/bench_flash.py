@@ -41,7 +41,7 @@ from appliancekit.disk import (  # noqa: E402
     make_fat_image,
     write_sha256sums,
 )
-from appliancekit.manifest import Manifest, write_manifest  # noqa: E402
+from appliancekit.manifest import DiskRecord, Manifest, SizeRecord, VerityRecord, write_manifest  # noqa: E402
 from appliancekit.publish.image import write_image_bmap  # noqa: E402
 
 MIB = 1 << 20
@@ -89,9 +89,11 @@ def build_image(directory: Path, data_mib: int) -> Path:
         kernel_version="",
         kernel_cmdline="",
         initramfs_modules=[],
-        verity={"root_hash": hashlib.sha256(root).hexdigest(), "data_blocks": len(root) // 4096},
-        disk={**disk.to_json(), "path": "disk.img"},
-        sizes={},
+        verity=VerityRecord(
+            root_hash=hashlib.sha256(root).hexdigest(), salt="", data_blocks=len(root) // 4096
+        ),
+        disk=DiskRecord.of(disk, "disk.img"),
+        sizes=SizeRecord(disk_bytes=disk.size),
         probes=[],
         ports=[],
     )

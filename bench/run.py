@@ -104,7 +104,7 @@ def loader_time(board: Board, image_dir: Path, manifest: Manifest, runs: int) ->
     times = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
-            disk = image_dir / manifest.disk["path"]
+            disk = image_dir / manifest.disk.path
             config = qemu_config(board, disk, manifest, Path(tmp), ())
             with Machine(config, Path(tmp)) as machine:
                 machine.start()
@@ -144,13 +144,13 @@ def main() -> int:
         sizes = first.manifest.sizes
         apt = AptSource(cache, plan.suite, board.arch.value)
         baseline = installed_baseline(apt, list(recipe.debian.packages))
-        results["sealed_root_bytes"] = sizes["sealed_root_bytes"]
-        results["unminimised_root_bytes"] = sizes["unminimised_root_bytes"]
+        results["sealed_root_bytes"] = sizes.sealed_root_bytes
+        results["unminimised_root_bytes"] = sizes.unminimised_root_bytes
         results["installed_normally_bytes"] = baseline
         results["sealed_vs_16MiB_target"] = round(
-            sizes["sealed_root_bytes"] / SEALED_ROOT_TARGET, 3
+            sizes.sealed_root_bytes / SEALED_ROOT_TARGET, 3
         )
-        results["sealed_vs_installed_normally"] = round(sizes["sealed_root_bytes"] / baseline, 4)
+        results["sealed_vs_installed_normally"] = round(sizes.sealed_root_bytes / baseline, 4)
 
         healthy = []
         for _ in range(args.runs):

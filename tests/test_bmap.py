@@ -54,7 +54,7 @@ def test_scan_maps_every_nonzero_block_and_the_blocks_whose_zeros_matter(image_d
     manifest = load_manifest(image_dir)
     disk = image_dir / "disk.img"
     scan = scan_image(disk, must_map_extents(manifest, disk), full_digest=True)
-    assert scan.sha256 == manifest.disk["sha256"]
+    assert scan.sha256 == manifest.disk.sha256
     bmap = scan.bmap
     mapped = mapped_blocks(bmap)
     data = disk.read_bytes()
@@ -62,14 +62,14 @@ def test_scan_maps_every_nonzero_block_and_the_blocks_whose_zeros_matter(image_d
     for block in range(bmap.blocks_count):
         if data[block * BLOCK_SIZE : (block + 1) * BLOCK_SIZE] != zero:
             assert block in mapped, f"non-zero block {block} is not mapped"
-    parts = {p["name"]: p for p in manifest.disk["partitions"]}
+    parts = {p.name: p for p in manifest.disk.partitions}
     # the partition table head (protective MBR, GPT header, the mostly-zero entry array)
-    assert set(range(parts["ak-boot"]["offset"] // BLOCK_SIZE)) <= mapped
+    assert set(range(parts["ak-boot"].offset // BLOCK_SIZE)) <= mapped
     # the backup GPT at the end
-    end = parts["ak-data"]["offset"] + parts["ak-data"]["size"]
+    end = parts["ak-data"].offset + parts["ak-data"].size
     assert set(range(end // BLOCK_SIZE, bmap.blocks_count)) <= mapped
     # the zero stretch inside the verity-protected root data is written anyway
-    root = parts["ak-root"]["offset"] // BLOCK_SIZE
+    root = parts["ak-root"].offset // BLOCK_SIZE
     zero_stretch = range(root + MIB // BLOCK_SIZE, root + (MIB + 64 * 1024) // BLOCK_SIZE)
     assert not any(data[zero_stretch.start * BLOCK_SIZE : zero_stretch.stop * BLOCK_SIZE])
     assert set(zero_stretch) <= mapped
@@ -77,12 +77,12 @@ def test_scan_maps_every_nonzero_block_and_the_blocks_whose_zeros_matter(image_d
     verity = parts["ak-verity"]
     assert (
         set(
-            range(verity["offset"] // BLOCK_SIZE, (verity["offset"] + verity["size"]) // BLOCK_SIZE)
+            range(verity.offset // BLOCK_SIZE, (verity.offset + verity.size) // BLOCK_SIZE)
         )
         <= mapped
     )
     # the empty data partition: its first MiB (old signatures wiped), nothing after
-    data_first = parts["ak-data"]["offset"] // BLOCK_SIZE
+    data_first = parts["ak-data"].offset // BLOCK_SIZE
     assert set(range(data_first, data_first + MIB // BLOCK_SIZE)) <= mapped
     assert not set(range(data_first + MIB // BLOCK_SIZE, end // BLOCK_SIZE)) & mapped
     assert bmap.mapped_bytes < bmap.image_size // 4
@@ -94,14 +94,14 @@ def test_fat_metadata_and_allocated_clusters_are_mapped_free_clusters_are_not(
     manifest = load_manifest(image_dir)
     boot = manifest.partition("ak-boot")
     with open(image_dir / "disk.img", "rb") as f:
-        used = fat_used_extents(f.fileno(), boot["offset"], boot["size"])
+        used = fat_used_extents(f.fileno(), boot.offset, boot.size)
     assert used is not None
     total = sum(e - s for s, e in used)
     # reserved sectors + 2 FATs + root dir + ~700 KiB of files, far less than 8 MiB
     assert 700 * 1024 < total < 2 * MIB
-    assert used[0][0] == boot["offset"]
+    assert used[0][0] == boot.offset
     with open(image_dir / "disk.img", "rb") as f:
-        assert fat_used_extents(f.fileno(), manifest.partition("ak-root")["offset"], MIB) is None
+        assert fat_used_extents(f.fileno(), manifest.partition("ak-root").offset, MIB) is None
 
 
 def test_xml_round_trip_and_checksum(image_dir: Path, tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ def test_verify_image_catches_changes_in_mapped_and_unmapped_bytes(
         verify_image(mapped / "disk.img", bmap)
     unmapped = copy_image_dir(image_dir, tmp_path / "b")
     data = load_manifest(unmapped).partition("ak-data")
-    flip_byte(unmapped / "disk.img", data["offset"] + data["size"] // 2)
+    flip_byte(unmapped / "disk.img", data.offset + data.size // 2)
     with pytest.raises(UserError, match="not zero"):
         verify_image(unmapped / "disk.img", bmap)
     verify_image(image_dir / "disk.img", bmap)
@@ -155,7 +155,7 @@ def test_listed_bmap_is_used_to_verify_the_image_dir(image_dir: Path, tmp_path: 
     write_image_bmap(copy)
     write_sha256sums(copy, ["disk.img", "manifest.json", "disk.img.bmap"])
     assert open_image_dir(copy).bmap == open_image_dir(image_dir).bmap
-    flip_byte(copy / "disk.img", load_manifest(copy).partition("ak-root")["offset"] + 10)
+    flip_byte(copy / "disk.img", load_manifest(copy).partition("ak-root").offset + 10)
     with pytest.raises(UserError, match="does not match its block map"):
         open_image_dir(copy)
 
@@ -209,7 +209,7 @@ def test_bmaptool_refuses_an_image_that_does_not_match_a_range_checksum(
     image = open_image_dir(image_dir)
     bmap = write_bmap(image.bmap, tmp_path / "disk.img.bmap")
     copy = copy_image_dir(image_dir, tmp_path / "c")
-    flip_byte(copy / "disk.img", load_manifest(copy).partition("ak-root")["offset"] + 100)
+    flip_byte(copy / "disk.img", load_manifest(copy).partition("ak-root").offset + 100)
     proc = subprocess.run(
         ["bmaptool", "copy", "--bmap", str(bmap), str(copy / "disk.img"), str(tmp_path / "t.img")],
         capture_output=True,

@@ -124,7 +124,7 @@ def test_layout(built: BuildResult, tmp_path: Path) -> None:
     spl = next(p for p in manifest.packages if p["name"] == "u-boot-sunxi")
     assert spl["role"] == "firmware"
 
-    offset = manifest.partition("ak-boot")["offset"]
+    offset = manifest.partition("ak-boot").offset
     listing = subprocess.run(
         ["mdir", "-b", "-/", "-i", f"{disk}@@{offset}", "::/"],
         capture_output=True,
@@ -138,13 +138,13 @@ def test_layout(built: BuildResult, tmp_path: Path) -> None:
     extract_fat_file(disk, offset, "extlinux/extlinux.conf", tmp_path / "extlinux.conf")
     conf = (tmp_path / "extlinux.conf").read_text()
     assert f"append {manifest.kernel_cmdline}\n" in conf
-    assert f"ak.roothash={manifest.verity['root_hash']}" in conf
+    assert f"ak.roothash={manifest.verity.root_hash}" in conf
     extract_fat_file(disk, offset, "uboot.env", tmp_path / "uboot.env")
     env = (tmp_path / "uboot.env").read_bytes()
     assert len(env) == ENV_SIZE and struct.unpack("<I", env[:4])[0] == zlib.crc32(env[4:])
     assert b"\x00bootdelay=0\x00" in env and b"\x00preboot=" not in env
     extract_fat_file(disk, offset, "vmlinuz", tmp_path / "vmlinuz")
-    assert (tmp_path / "vmlinuz").stat().st_size == manifest.sizes["kernel_bytes"]
+    assert (tmp_path / "vmlinuz").stat().st_size == manifest.sizes.kernel_bytes
     assert {"sunxi_mmc", "sun4i_emac", "dm_verity"} <= set(manifest.initramfs_modules)
 
 

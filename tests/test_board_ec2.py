@@ -296,20 +296,20 @@ def test_image_layout(name: str, appliances, tmp_path: Path) -> None:
     result = appliances.build("homepage", name)
     image = result.output_dir
     manifest = load_manifest(image)
-    disk = image / manifest.disk["path"]
+    disk = image / manifest.disk.path
     table = read_partition_table(disk)
     assert table["label"] == "gpt"
     parts = {p["name"]: p for p in table["partitions"]}
     assert list(parts) == ["ak-boot", "ak-root", "ak-verity", "ak-data"]
     assert parts["ak-boot"]["type"].lower() == ESP_GUID  # an EFI system partition
     esp = manifest.partition("ak-boot")
-    assert esp["role"] == PartitionRole.ESP.value
-    assert esp["size"] >= 64 * MIB
+    assert esp.role == PartitionRole.ESP.value
+    assert esp.size >= 64 * MIB
 
     path, machine = BOARDS[name]
     efi = tmp_path / "uki.efi"
-    extract_fat_file(disk, esp["offset"], path, efi)
-    assert efi.stat().st_size < esp["size"]
+    extract_fat_file(disk, esp.offset, path, efi)
+    assert efi.stat().st_size < esp.size
     pe = pefile.PE(str(efi), fast_load=True)
     assert pe.FILE_HEADER.Machine == machine
     assert pe.OPTIONAL_HEADER.Subsystem == 10  # EFI application
@@ -317,12 +317,12 @@ def test_image_layout(name: str, appliances, tmp_path: Path) -> None:
     assert {".osrel", ".cmdline", ".uname", ".initrd", ".linux", ".sdmagic"} <= set(sections)
     cmdline = sections[".cmdline"].decode()
     assert cmdline == manifest.kernel_cmdline
-    assert f"ak.roothash={manifest.verity['root_hash']}" in cmdline.split()
+    assert f"ak.roothash={manifest.verity.root_hash}" in cmdline.split()
     assert "ak.userdata=imds" in cmdline.split() and "console=ttyS0" in cmdline.split()
     assert sections[".uname"].decode() == manifest.kernel_version
     assert b"ID=appliancekit" in sections[".osrel"]
     assert sections[".linux"][:2] == b"MZ"  # an EFI-stub kernel
-    assert len(sections[".linux"]) >= manifest.sizes["kernel_bytes"]
+    assert len(sections[".linux"]) >= manifest.sizes.kernel_bytes
     initrd = gzip.decompress(sections[".initrd"])
     assert b"ak.userdata=imds" in initrd and b"/latest/api/token" in initrd
     assert b"ena.ko" in initrd

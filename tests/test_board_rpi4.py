@@ -110,10 +110,10 @@ def test_layout(appliances: ApplianceCache, tmp_path: Path) -> None:
     manifest = result.manifest
     disk = result.output_dir / "disk.img"
     sd_card_partitions(disk, MIB)
-    names = [p["name"] for p in manifest.disk["partitions"]]
+    names = [p.name for p in manifest.disk.partitions]
     assert names == ["ak-boot", "ak-root", "ak-verity", "ak-data"]
 
-    offset = manifest.partition("ak-boot")["offset"]
+    offset = manifest.partition("ak-boot").offset
     listing = subprocess.run(
         ["mdir", "-b", "-i", f"{disk}@@{offset}", "::/"],
         capture_output=True,
@@ -130,12 +130,12 @@ def test_layout(appliances: ApplianceCache, tmp_path: Path) -> None:
     )
     cmdline = (tmp_path / "cmdline.txt").read_text()
     assert cmdline.count("\n") == 1 and cmdline.strip() == manifest.kernel_cmdline
-    assert f"ak.roothash={manifest.verity['root_hash']}" in cmdline
+    assert f"ak.roothash={manifest.verity.root_hash}" in cmdline
     assert cmdline.split().index("console=ttyAMA0,115200") > cmdline.split().index(
         "console=ttyS1,115200"
     )
-    assert (tmp_path / "kernel8.img").stat().st_size == manifest.sizes["kernel_bytes"]
-    assert (tmp_path / "initrd.img").stat().st_size == manifest.sizes["initramfs_bytes"]
+    assert (tmp_path / "kernel8.img").stat().st_size == manifest.sizes.kernel_bytes
+    assert (tmp_path / "initrd.img").stat().st_size == manifest.sizes.initramfs_bytes
     # the kernel's SD, verity and network modules really are in the initramfs
     assert {"sdhci_iproc", "dm_verity", "genet", "dwc2"} <= set(manifest.initramfs_modules)
 

@@ -45,7 +45,7 @@ def release_dir(image_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 def partition_sha(path: Path, image_dir: Path, name: str) -> str:
     part = load_manifest(image_dir).partition(name)
-    return sha256_of(path, part["offset"], part["size"])
+    return sha256_of(path, part.offset, part.size)
 
 
 def test_flash_an_image_dir_to_a_file_writes_an_identical_image(
@@ -54,10 +54,10 @@ def test_flash_an_image_dir_to_a_file_writes_an_identical_image(
     target = tmp_path / "card.img"
     result = flash(image_dir, target, yes=True)
     manifest = load_manifest(image_dir)
-    assert sha256_of(target) == manifest.disk["sha256"] == result.image_sha256
+    assert sha256_of(target) == manifest.disk.sha256 == result.image_sha256
     assert result.verified and result.target_kind == "file" and result.source_kind == "image"
     assert result.written_bytes == result.mapped_bytes < result.image_size // 4
-    assert os.stat(target).st_size == manifest.disk["size"]
+    assert os.stat(target).st_size == manifest.disk.size
 
 
 def test_flash_a_release_dir_and_truncate_an_existing_file(
@@ -67,7 +67,7 @@ def test_flash_a_release_dir_and_truncate_an_existing_file(
     target.write_bytes(b"\xff" * (3 * MIB))  # stale content must not survive in a file target
     result = flash(release_dir, target, yes=True)
     assert result.source_kind == "release"
-    assert sha256_of(target) == load_manifest(image_dir).disk["sha256"]
+    assert sha256_of(target) == load_manifest(image_dir).disk.sha256
 
 
 def test_settings_go_to_settings_env_and_sealed_partitions_stay_identical(
@@ -78,7 +78,7 @@ def test_settings_go_to_settings_env_and_sealed_partitions_stay_identical(
     assert result.settings == {"hostname": "pi-7", "domain": "example.net"}
     manifest = load_manifest(image_dir)
     boot = manifest.partition("ak-boot")
-    extract_fat_file(target, boot["offset"], "settings.env", tmp_path / "settings.env")
+    extract_fat_file(target, boot.offset, "settings.env", tmp_path / "settings.env")
     text = (tmp_path / "settings.env").read_text()
     assert "hostname=pi-7\n" in text and "domain=example.net\n" in text
     for name in ("ak-root", "ak-verity"):
@@ -86,12 +86,12 @@ def test_settings_go_to_settings_env_and_sealed_partitions_stay_identical(
             image_dir / "disk.img", image_dir, name
         )
     # the GPT is untouched too
-    assert sha256_of(target, 0, boot["offset"]) == sha256_of(
-        image_dir / "disk.img", 0, boot["offset"]
+    assert sha256_of(target, 0, boot.offset) == sha256_of(
+        image_dir / "disk.img", 0, boot.offset
     )
     # the boot partition's other files are still there
     listing = subprocess.run(
-        ["mdir", "-b", "-i", f"{target}@@{boot['offset']}", "::/"],
+        ["mdir", "-b", "-i", f"{target}@@{boot.offset}", "::/"],
         capture_output=True,
         text=True,
         check=True,
@@ -168,7 +168,7 @@ def test_a_corrupt_image_is_refused_before_anything_is_written(
     image_dir: Path, tmp_path: Path
 ) -> None:
     bad = copy_image_dir(image_dir, tmp_path / "bad")
-    flip_byte(bad / "disk.img", load_manifest(bad).partition("ak-root")["offset"] + 4242)
+    flip_byte(bad / "disk.img", load_manifest(bad).partition("ak-root").offset + 4242)
     target = tmp_path / "card.img"
     target.write_bytes(b"precious")
     with pytest.raises(UserError, match="checksum mismatch"):

@@ -29,18 +29,18 @@ def test_flash_homepage_with_a_hostname(homepage_image: Path, tmp_path: Path) ->
     assert result.written_bytes < result.image_size
     manifest = load_manifest(homepage_image)
     boot = manifest.partition("ak-boot")
-    extract_fat_file(target, boot["offset"], "settings.env", tmp_path / "settings.env")
+    extract_fat_file(target, boot.offset, "settings.env", tmp_path / "settings.env")
     text = (tmp_path / "settings.env").read_text()
     assert "hostname=flashed-pi" in text.splitlines()
-    disk = homepage_image / manifest.disk["path"]
+    disk = homepage_image / manifest.disk.path
     for name in ("ak-root", "ak-verity"):
         part = manifest.partition(name)
-        assert sha256_of(target, part["offset"], part["size"]) == sha256_of(
-            disk, part["offset"], part["size"]
+        assert sha256_of(target, part.offset, part.size) == sha256_of(
+            disk, part.offset, part.size
         )
     # everything outside the boot partition is byte-identical too
-    assert sha256_of(target, 0, boot["offset"]) == sha256_of(disk, 0, boot["offset"])
-    after = boot["offset"] + boot["size"]
+    assert sha256_of(target, 0, boot.offset) == sha256_of(disk, 0, boot.offset)
+    after = boot.offset + boot.size
     assert sha256_of(target, after) == sha256_of(disk, after)
 
 
@@ -54,4 +54,4 @@ def test_bmaptool_writes_the_homepage_release(homepage_image: Path, tmp_path: Pa
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
-    assert sha256_of(target) == release.image_sha256 == load_manifest(homepage_image).disk["sha256"]
+    assert sha256_of(target) == release.image_sha256 == load_manifest(homepage_image).disk.sha256

@@ -40,9 +40,9 @@ FORBIDDEN = {
 def extract_partition(image_dir: Path, name: str, dest: Path) -> Path:
     manifest = load_manifest(image_dir)
     part = manifest.partition(name)
-    with open(image_dir / manifest.disk["path"], "rb") as src, open(dest, "wb") as out:
-        src.seek(part["offset"])
-        out.write(src.read(part["size"]))
+    with open(image_dir / manifest.disk.path, "rb") as src, open(dest, "wb") as out:
+        src.seek(part.offset)
+        out.write(src.read(part.size))
     return dest
 
 
@@ -53,17 +53,17 @@ def test_build_outputs(homepage_image: Path) -> None:
     manifest = load_manifest(homepage_image)
     assert manifest.recipe == "homepage" and manifest.board == "qemu-virt-arm64"
     assert manifest.suite == "trixie" and manifest.arch == "arm64"
-    assert manifest.disk["sha256"] == sha256_file(homepage_image / "disk.img")
+    assert manifest.disk.sha256 == sha256_file(homepage_image / "disk.img")
     names = {p["name"] for p in manifest.packages}
     assert {"nginx", "libc6", "s6", "busybox-static"} <= names
     assert all(len(p["sha256"]) == 64 and p["version"] for p in manifest.packages)
-    assert [p["name"] for p in manifest.disk["partitions"]] == [
+    assert [p.name for p in manifest.disk.partitions] == [
         "ak-boot",
         "ak-root",
         "ak-verity",
         "ak-data",
     ]
-    assert f"ak.roothash={manifest.verity['root_hash']}" in manifest.kernel_cmdline
+    assert f"ak.roothash={manifest.verity.root_hash}" in manifest.kernel_cmdline
 
 
 def test_size_report_shows_minimisation(homepage_image: Path) -> None:
@@ -114,7 +114,7 @@ def test_flipped_byte_in_root_fails_boot(homepage_image: Path, tmp_path: Path) -
     shutil.copyfile(homepage_image / "disk.img", tampered)
     root = manifest.partition("ak-root")
     with open(tampered, "r+b") as disk:
-        disk.seek(root["offset"] + 1024 + 8)  # inside the erofs superblock: read at mount time
+        disk.seek(root.offset + 1024 + 8)  # inside the erofs superblock: read at mount time
         byte = disk.read(1)
         disk.seek(-1, 1)
         disk.write(bytes([byte[0] ^ 0xFF]))
@@ -136,8 +136,8 @@ def test_rebuild_is_reproducible(homepage_image: Path, tmp_path: Path) -> None:
     first = load_manifest(homepage_image)
     again = build_appliance("homepage", "qemu-virt-arm64", tmp_path, force=True)
     assert again.rebuilt
-    assert again.manifest.disk["sha256"] == first.disk["sha256"]
-    assert again.manifest.verity["root_hash"] == first.verity["root_hash"]
+    assert again.manifest.disk.sha256 == first.disk.sha256
+    assert again.manifest.verity.root_hash == first.verity.root_hash
 
 
 def test_unchanged_rebuild_is_a_no_op(homepage_image: Path) -> None:

@@ -164,7 +164,7 @@ def test_upload_register_and_republish(moto_url: str, images: dict[str, Path]) -
     result = publish_ec2(
         image_dir, region=REGION, endpoint_url=moto_url, session=rec.session, workers=8
     )
-    sha = load_manifest(image_dir).disk["sha256"]
+    sha = load_manifest(image_dir).disk.sha256
     want = expected_blocks(image_dir / "disk.img")
     # only the non-zero 512 KiB blocks were sent, each with its base64 SHA-256
     puts = rec.calls["PutSnapshotBlock"]

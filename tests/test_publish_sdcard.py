@@ -51,7 +51,7 @@ def test_release_directory_contents(release: tuple[Path, dict[str, Any]], image_
         "syn-rpi4.img.zst",
     ]
     manifest = load_manifest(image_dir)
-    assert info["image_sha256"] == manifest.disk["sha256"]
+    assert info["image_sha256"] == manifest.disk.sha256
     assert info["compressed_size"] < info["image_size"] // 10
     assert (out / "manifest.json").read_bytes() == (image_dir / "manifest.json").read_bytes()
     # sha256sum -c accepts SHA256SUMS (NAME.img itself is not in the directory)
@@ -62,9 +62,9 @@ def test_release_directory_contents(release: tuple[Path, dict[str, Any]], image_
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert f"{manifest.disk['sha256']}  syn-rpi4.img" in (out / "SHA256SUMS").read_text()
+    assert f"{manifest.disk.sha256}  syn-rpi4.img" in (out / "SHA256SUMS").read_text()
     bmap = parse_bmap(out / "syn-rpi4.img.bmap")
-    assert bmap.image_size == manifest.disk["size"] and bmap.mapped_bytes == info["mapped_bytes"]
+    assert bmap.image_size == manifest.disk.size and bmap.mapped_bytes == info["mapped_bytes"]
 
 
 def test_the_compressed_image_decompresses_to_the_image(
@@ -102,7 +102,7 @@ def test_bmaptool_copies_the_compressed_release(
 
 def test_a_corrupt_image_is_not_published(cli: Any, image_dir: Path, tmp_path: Path) -> None:
     bad = copy_image_dir(image_dir, tmp_path / "bad")
-    flip_byte(bad / "disk.img", load_manifest(bad).partition("ak-root")["offset"] + 1)
+    flip_byte(bad / "disk.img", load_manifest(bad).partition("ak-root").offset + 1)
     out = tmp_path / "release"
     proc = cli("publish", str(bad), "--to", "sdcard", "--out", str(out))
     assert proc.returncode == 2 and "checksum mismatch" in proc.stderr

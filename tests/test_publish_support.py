@@ -25,7 +25,7 @@ from appliancekit.disk import (
     make_fat_image,
     write_sha256sums,
 )
-from appliancekit.manifest import Manifest, write_manifest
+from appliancekit.manifest import DiskRecord, Manifest, SizeRecord, VerityRecord, write_manifest
 
 MIB = 1 << 20
 KIB = 1 << 10
@@ -90,15 +90,11 @@ def make_image(
         kernel_version="6.12",
         kernel_cmdline="console=ttyAMA0",
         initramfs_modules=[],
-        verity={
-            "root_hash": hashlib.sha256(root).hexdigest(),
-            "salt": "00",
-            "data_blocks": len(root) // 4096,
-            "erofs_uuid": "",
-            "verity_uuid": "",
-        },
-        disk={**disk.to_json(), "path": "disk.img"},
-        sizes={},
+        verity=VerityRecord(
+            root_hash=hashlib.sha256(root).hexdigest(), salt="00", data_blocks=len(root) // 4096
+        ),
+        disk=DiskRecord.of(disk, "disk.img"),
+        sizes=SizeRecord(disk_bytes=disk.size),
         probes=[],
         ports=[],
     )

@@ -27,7 +27,7 @@ def layout(inputs: BootInputs) -> BootLayout:
 
 
 def qemu_boot(disk: Path, manifest: Manifest, board: Board, workdir: Path) -> QemuBoot:
-    offset = manifest.partition("ak-boot")["offset"]
+    offset = manifest.partition("ak-boot").offset
     for name in (KERNEL, INITRD, CMDLINE):
         extract_fat_file(disk, offset, name, workdir / name)
     return QemuBoot(

@@ -89,7 +89,7 @@ def layout(inputs: BootInputs) -> BootLayout:
 
 
 def qemu_boot(disk: Path, manifest: Manifest, board: Board, workdir: Path) -> QemuBoot:
-    offset = manifest.partition("ak-boot")["offset"]
+    offset = manifest.partition("ak-boot").offset
     extract_fat_file(disk, offset, CONFIG, workdir / CONFIG)
     extract_fat_file(disk, offset, CMDLINE, workdir / CMDLINE)
     config = parse_config((workdir / CONFIG).read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,12 +41,12 @@ def build_summary(result: BuildResult) -> dict[str, object]:
     m = result.manifest
     return {
         "image_dir": str(result.output_dir),
-        "disk": str(result.output_dir / m.disk["path"]),
-        "sha256": m.disk["sha256"],
+        "disk": str(result.output_dir / m.disk.path),
+        "sha256": m.disk.sha256,
         "rebuilt": result.rebuilt,
         "seconds": round(result.seconds, 2),
-        "root_hash": m.verity["root_hash"],
-        "sizes": m.sizes,
+        "root_hash": m.verity.root_hash if m.verity else None,
+        "sizes": dataclasses.asdict(m.sizes),
     }
 
 
@@ -123,7 +124,8 @@ def build_command(
     sizes = result.manifest.sizes
     click.echo(
         f"{plan.name}: {state} in {result.seconds:.1f}s; sealed root "
-        f"{sizes['sealed_root_bytes'] / 2**20:.1f} MiB (unminimised {sizes['unminimised_root_bytes'] / 2**20:.1f} MiB)"
+        f"{(sizes.sealed_root_bytes or 0) / 2**20:.1f} MiB"
+        f" (unminimised {(sizes.unminimised_root_bytes or 0) / 2**20:.1f} MiB)"
     )
     click.echo(f"image: {summary['disk']}")
 

@@ -48,7 +48,7 @@ def run_command(
     forwards = forwards_for(probes_from_manifest(manifest), manifest.ports)
     with tempfile.TemporaryDirectory(prefix="run.") as tmp:
         config = qemu_config(
-            plan.board, result.output_dir / manifest.disk["path"], manifest, Path(tmp), forwards
+            plan.board, result.output_dir / manifest.disk.path, manifest, Path(tmp), forwards
         )
         ports = {f"{f.guest_port}/{f.protocol}": f"127.0.0.1:{f.host_port}" for f in forwards}
         if json_mode:

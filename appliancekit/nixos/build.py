@@ -4,7 +4,7 @@ where Nix (with flakes) exists; otherwise stop with NeedsNixError (exit 3) namin
 Layout of images/RECIPE-BOARD/ after a NixOS build:
     flake/            the rendered flake (always; what `nix build` was run on)
     disk.img          the board's disk image (copied out of the Nix store)
-    manifest.json     Manifest with extra["backend"] == "nixos" (+ pin, seal, image module)
+    manifest.json     Manifest with backend "nixos" (+ pin, seal, image module in extra)
     SHA256SUMS
 Everything is written under images/.tmp/ first and renamed into place, as the Debian backend
 does, so an interrupted build never leaves a half-written directory.
@@ -25,7 +25,7 @@ from appliancekit.board import Board
 from appliancekit.digest import fingerprint, sha256_file
 from appliancekit.disk import write_sha256sums
 from appliancekit.errors import NeedsNixError, ToolError
-from appliancekit.manifest import MANIFEST, Manifest, write_manifest
+from appliancekit.manifest import MANIFEST, DiskRecord, Manifest, SizeRecord, write_manifest
 from appliancekit.nixos.nixversion import INSTALL, installed_nix, version_problem
 from appliancekit.nixos.pin import NIXPKGS
 from appliancekit.nixos.render import NixRender, render_flake
@@ -158,6 +158,7 @@ def _nix_build(
     os.chmod(out / DISK, 0o644)
     link.unlink()
     info = json.loads((flake_dir / "appliance.json").read_text())
+    disk_bytes = (out / DISK).stat().st_size
     manifest = Manifest(
         name=flake.name,
         recipe=recipe.name,
@@ -172,13 +173,15 @@ def _nix_build(
         kernel_version="",
         kernel_cmdline="",
         initramfs_modules=[],
-        verity={},
-        disk={"path": DISK, "sha256": sha256_file(out / DISK), "partitions": []},
-        sizes={"disk_bytes": (out / DISK).stat().st_size},
+        # Nix seals (or not) inside its own image build and does not report the hash tree
+        # or the partition table: the records say only what is known here.
+        verity=None,
+        disk=DiskRecord(path=DISK, size=disk_bytes, sha256=sha256_file(out / DISK)),
+        sizes=SizeRecord(disk_bytes=disk_bytes),
         probes=info["probes"],
         ports=info["ports"],
+        backend="nixos",
         extra={
-            "backend": "nixos",
             "nixpkgs": info["nixpkgs"],
             "seal": flake.seal,
             "image_modules": list(flake.board_modules),

@@ -33,9 +33,13 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.etree import ElementTree
 
 from appliancekit.errors import UserError
+
+if TYPE_CHECKING:
+    from appliancekit.manifest import Manifest
 
 BLOCK_SIZE = 4096
 BMAP_VERSION = "2.0"
@@ -187,32 +191,29 @@ def fat_used_extents(fd: int, offset: int, size: int) -> list[Extent] | None:
     return merge_extents(extents)
 
 
-def must_map_extents(manifest: object, image: Path) -> list[Extent]:
+def must_map_extents(manifest: Manifest, image: Path) -> list[Extent]:
     """Byte extents of `image` that must be written even where they are zero (see above).
-
-    `manifest` is an appliancekit Manifest (or anything with .disk and .verity dicts).
-    """
-    disk: dict = manifest.disk  # type: ignore[attr-defined]
-    verity: dict = getattr(manifest, "verity", {}) or {}
+    An image without a recorded partition table (a Nix-built one) is mapped whole."""
+    verity = manifest.verity
     size = os.stat(image).st_size
-    parts = sorted(disk.get("partitions", []), key=lambda p: p["offset"])
+    parts = sorted(manifest.disk.partitions, key=lambda p: p.offset)
     if not parts:
         return [(0, size)]
-    extents: list[Extent] = [(0, parts[0]["offset"])]
-    last_end = max(p["offset"] + p["size"] for p in parts)
+    extents: list[Extent] = [(0, parts[0].offset)]
+    last_end = max(p.end for p in parts)
     extents.append((last_end, size))
     with open(image, "rb") as f:
         fd = f.fileno()
         for part in parts:
-            offset, psize, role = part["offset"], part["size"], part.get("role")
-            if role == "root" and verity.get("data_blocks"):
-                extents.append((offset, offset + min(psize, verity["data_blocks"] * 4096)))
+            offset, psize, role = part.offset, part.size, part.role
+            if role == "root" and verity is not None and verity.data_blocks:
+                extents.append((offset, offset + min(psize, verity.data_blocks * 4096)))
             elif role in ("root", "verity"):
                 extents.append((offset, offset + psize))
             elif role in ("boot", "esp"):
                 used = fat_used_extents(fd, offset, psize)
                 extents.extend(used if used is not None else [(offset, offset + psize)])
-            elif part.get("sha256"):
+            elif part.sha256:
                 extents.append((offset, offset + psize))  # content we cannot parse: all of it
             else:
                 extents.append((offset, offset + min(psize, MIB)))  # wipe old signatures

@@ -155,7 +155,7 @@ def image_tags(image: VerifiedImage) -> dict[str, str]:
         "appliancekit:name": m.name,
         "appliancekit:recipe": m.recipe,
         "appliancekit:board": m.board,
-        "appliancekit:verity-root-hash": str(m.verity.get("root_hash", "")),
+        "appliancekit:verity-root-hash": m.verity.root_hash if m.verity else "",
     }
 
 

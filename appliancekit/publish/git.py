@@ -145,7 +145,7 @@ def publish_git(
         "image_size": image.size,
         "compressed_size": release.compressed_size,
         "artefacts_included": include,
-        "verity_root_hash": m.verity.get("root_hash"),
+        "verity_root_hash": m.verity.root_hash if m.verity else None,
         "appliancekit": appliancekit.__version__,
     }
     (directory / RELEASE_JSON).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
@@ -160,7 +160,7 @@ def publish_git(
         message = (
             f"{m.recipe} for {m.board}: sha256 {image.sha256}\n\n"
             f"image {m.name}.img, {image.size} bytes"
-            + (f", verity root hash {m.verity['root_hash']}" if m.verity.get("root_hash") else "")
+            + (f", verity root hash {m.verity.root_hash}" if m.verity else "")
             + (
                 ""
                 if include

@@ -72,22 +72,22 @@ def open_image_dir(image_dir: Path, *, progress: object | None = None) -> Verifi
     """
     image_dir = Path(image_dir)
     manifest = load_manifest(image_dir)
-    disk = image_dir / manifest.disk.get("path", "disk.img")
+    disk = image_dir / manifest.disk.path
     if not disk.is_file():
         raise UserError(f"disk image {disk.name} is missing", file=disk)
     sums = read_sha256sums(image_dir / SHA256SUMS)
     expected = sums.get(disk.name)
     if expected is None:
         raise UserError(f"{disk.name} is not listed in SHA256SUMS", file=image_dir / SHA256SUMS)
-    recorded = manifest.disk.get("sha256")
+    recorded = manifest.disk.sha256
     if recorded and recorded != expected:
         raise UserError(
             f"manifest.json says {recorded} but SHA256SUMS says {expected} for {disk.name}",
             file=image_dir / SHA256SUMS,
         )
-    if disk.stat().st_size != manifest.disk.get("size", disk.stat().st_size):
+    if disk.stat().st_size != manifest.disk.size:
         raise UserError(
-            f"{disk.name} is {disk.stat().st_size} bytes, the manifest says {manifest.disk['size']}",
+            f"{disk.name} is {disk.stat().st_size} bytes, the manifest says {manifest.disk.size}",
             file=disk,
         )
     bmap_file = image_dir / bmap_name(disk)
@@ -111,6 +111,6 @@ def write_image_bmap(image_dir: Path) -> Path:
     written and list the file in it, so that flash and publish skip the full hash)."""
     image_dir = Path(image_dir)
     manifest = load_manifest(image_dir)
-    disk = image_dir / manifest.disk.get("path", "disk.img")
+    disk = image_dir / manifest.disk.path
     scan = scan_image(disk, must_map_extents(manifest, disk))
     return write_bmap(scan.bmap, image_dir / bmap_name(disk))
