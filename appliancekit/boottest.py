@@ -196,7 +196,7 @@ def boot_test(
             # The guest has no power-button handler yet, so power-off is a power pull: let
             # ext4 commit its journal (5 s) first, as a device left running would have.
             settle = EXT4_COMMIT_SECONDS if number < len(phases) else 0.0
-            boots.append(_boot_once(config, workdir / f"boot{number}", selected, timeout, settle))
+            boots.append(boot_once(config, workdir / f"boot{number}", selected, timeout, settle))
             if not boots[-1].passed:
                 break
         serial = "\n".join(b.serial for b in boots)
@@ -240,7 +240,7 @@ def boot_test(
 
 
 @dataclass
-class _Boot:
+class SingleBoot:
     results: list[ProbeResult]
     markers: dict[str, float]
     healthy: float | None
@@ -253,9 +253,11 @@ class _Boot:
         return self.failure is None
 
 
-def _boot_once(
+def boot_once(
     config: QemuConfig, workdir: Path, probes: list[Probe], timeout: float, settle: float = 0.0
-) -> _Boot:
+) -> SingleBoot:
+    """One boot of `config`: wait for the hand-over, run `probes`, power off. Callers with
+    a machine no board describes (a Proxmox VM from its `qm` configuration) use it directly."""
     workdir.mkdir(parents=True, exist_ok=True)
     machine = Machine(config, workdir)
     watched = _WatchedMachine(machine)
@@ -287,7 +289,7 @@ def _boot_once(
     except BootError as exc:
         failure = str(exc)
     tail = "" if failure is None else machine.failure_tail(30)
-    return _Boot(results, markers, healthy, failure, tail, machine.serial_text())
+    return SingleBoot(results, markers, healthy, failure, tail, machine.serial_text())
 
 
 _MARKER_TIME = re.compile(r"appliancekit: (.+?) \[uptime ([0-9.]+)s\]")

@@ -133,9 +133,15 @@ def _drive_args(index: int, drive: Drive) -> list[str]:
         return ["-drive", f"{common},if=sd"]  # the board's SD slots, in order
     drive_id = f"drive{index}"
     device = f"{drive.device},drive={drive_id}"
+    controller: list[str] = []
     if drive.device == "nvme":
         device += f",serial={drive_id}"
-    return ["-drive", f"{common},if=none,id={drive_id}", "-device", device]
+    elif drive.device == "scsi-hd":
+        # one virtio-scsi controller per disk (Proxmox's virtio-scsi-single); QEMU needs the
+        # bus before the disk on its command line
+        controller = ["-device", f"virtio-scsi-pci,id=scsi{index}"]
+        device += f",bus=scsi{index}.0"
+    return [*controller, "-drive", f"{common},if=none,id={drive_id}", "-device", device]
 
 
 def _net_args(

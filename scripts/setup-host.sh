@@ -44,7 +44,10 @@ fi
 # bookworm. qemu-system-x86 moves too: it must match qemu-system-common's version.
 qemu_min="1:10"
 qemu_now=$(dpkg-query -W -f='${Version}' qemu-system-arm 2>/dev/null || true)
-if ! dpkg --compare-versions "${qemu_now:-0}" ge "$qemu_min"; then
+# qemu-img (publish --to proxmox) comes with the same QEMU
+img_now=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+if ! dpkg --compare-versions "${qemu_now:-0}" ge "$qemu_min" \
+   || ! dpkg --compare-versions "${img_now:-0}" ge "$qemu_min"; then
   codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup-host: qemu-system-arm ${qemu_now:-missing} is older than $qemu_min (run as root to install it from $codename-backports)" >&2
@@ -65,5 +68,5 @@ if ! dpkg --compare-versions "${qemu_now:-0}" ge "$qemu_min"; then
   apt-get update -qq || apt-get update
   echo "setup-host: installing QEMU >= $qemu_min${suite:+ from $suite}"
   apt-get install -y -qq --no-install-recommends ${suite:+-t "$suite"} \
-    qemu-system-arm qemu-system-x86 qemu-system-common qemu-system-data >/dev/null
+    qemu-system-arm qemu-system-x86 qemu-system-common qemu-system-data qemu-utils >/dev/null
 fi

@@ -20,14 +20,15 @@ MIB = 1 << 20
 @click.option(
     "--to",
     "target",
-    type=click.Choice(["sdcard", "ec2", "git"]),
+    type=click.Choice(["sdcard", "ec2", "git", "proxmox"]),
     required=True,
-    help="sdcard: .img.zst + .bmap release dir; ec2: EBS snapshot + AMI; git: commit to a deploy repo.",
+    help="sdcard: .img.zst + .bmap release dir; ec2: EBS snapshot + AMI; git: commit to a"
+    " deploy repo; proxmox: qcow2 + the qm command that imports it.",
 )
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
-    help="[sdcard] Release directory (default: releases/NAME in the project).",
+    help="[sdcard, proxmox] Release directory (default: releases/NAME[-proxmox]).",
 )
 @click.option(
     "--level",
@@ -65,6 +66,18 @@ MIB = 1 << 20
     type=click.IntRange(0, None),
     help="[git] Commit the compressed image only up to this many MiB.",
 )
+@click.option("--vmid", default=100, show_default=True, type=int, help="[proxmox] VM id.")
+@click.option("--vm-name", help="[proxmox] VM name (default: the hostname setting or NAME).")
+@click.option("--storage", default="local-lvm", show_default=True, help="[proxmox] Storage.")
+@click.option("--bridge", default="vmbr0", show_default=True, help="[proxmox] Network bridge.")
+@click.option(
+    "-s",
+    "--set",
+    "device_settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="[proxmox] Per-device setting written to settings.env on the ESP (repeatable).",
+)
 @json_option
 @click.pass_context
 @handle_errors
@@ -81,6 +94,11 @@ def publish_command(
     workers: int,
     repo: Path | None,
     max_artifact_size: int,
+    vmid: int,
+    vm_name: str | None,
+    storage: str,
+    bridge: str,
+    device_settings: tuple[str, ...],
     json_mode: bool,
 ) -> None:
     """Publish a built image: an SD-card release, an AMI, or a commit in a deploy repo.
@@ -125,6 +143,24 @@ def publish_command(
             f"uploaded {result.bytes_sent / MIB:.1f} MiB of {result.image_size / MIB:.0f} MiB",
         )
         text = f"{result.image_id} in {result.region} ({result.snapshot_id}): {how}"
+    elif target == "proxmox":
+        from appliancekit.devsettings import parse_cli_settings
+        from appliancekit.manifest import load_manifest
+        from appliancekit.publish.proxmox import VmSpec, publish_proxmox
+
+        values = parse_cli_settings(device_settings)
+        name = load_manifest(image_dir).name
+        vm = VmSpec(
+            vmid=vmid, name=vm_name or values.get("hostname", name), storage=storage, bridge=bridge
+        )
+        out_dir = out or find_project().root / "releases" / f"{name}-proxmox"
+        reporter.step(f"converting {name} to qcow2 for Proxmox VM {vmid}")
+        result_pm = publish_proxmox(image_dir, out_dir, vm, settings=values)
+        payload = result_pm.to_json()
+        text = (
+            f"{result_pm.directory}: {result_pm.qcow2.name} {result_pm.qcow2_size / MIB:.1f} MiB,"
+            f" {result_pm.script.name} (qm create {vmid}), SHA256SUMS"
+        )
     else:
         from appliancekit.publish.git import publish_git
 
