@@ -89,9 +89,9 @@ def test_publish_proxmox_qcow2_boots_as_proxmox_starts_it(
         ).stdout
     )  # fmt: skip
     assert info["format"] == "qcow2"
-    assert info["virtual-size"] == manifest.disk["size"]
+    assert info["virtual-size"] == manifest.disk.size
     # zero blocks stay unallocated: the qcow2 is far smaller than the disk it holds
-    assert qcow2.stat().st_size < manifest.disk["size"] // 4
+    assert qcow2.stat().st_size < manifest.disk.size // 4
     script = (out / "qm-create.sh").read_text()
     subprocess.run(["sh", "-n", str(out / "qm-create.sh")], check=True)
     assert "qm create 321 " in script and f"import-from=$PWD/{qcow2.name}" in script
