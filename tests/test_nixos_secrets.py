@@ -18,9 +18,18 @@ import pytest
 
 from appliancekit.board import find_board
 from appliancekit.devsettings import render_settings_env
+from appliancekit.disk import (
+    PartitionRole,
+    PartitionSpec,
+    assemble_disk,
+    extract_fat_file,
+    make_fat_image,
+)
 from appliancekit.errors import UserError
+from appliancekit.flash import flash_to_file
 from appliancekit.nixos import render_flake
 from appliancekit.nixos.boards import board_mapping
+from appliancekit.nixos.build import DISK, FLAKE_DIR, write_nixos_manifest
 from appliancekit.nixos.secrets import load_secret_files
 from appliancekit.recipe import (
     SettingKind,
@@ -287,3 +296,54 @@ def test_secrets_toml_names_only_secret_settings(tmp_path: Path) -> None:
         render_flake(
             recipe, find_board("rpi4", BOARDS), resolve_settings(recipe, {}), tmp_path / "p"
         )
+
+
+# --------------------------------------------------------------------------- flash -> boot
+
+
+@pytest.mark.parametrize(
+    ("recipe_name", "board_name", "table", "fat"),
+    [
+        ("pixelfed", "rpi4", "gpt", ("ESP", "esp")),
+        ("peertube", "cubieboard", "mbr", ("FIRMWARE", "boot")),
+    ],
+)
+def test_flash_writes_the_settings_the_image_fills_its_secrets_from(
+    recipe_name: str,
+    board_name: str,
+    table: str,
+    fat: tuple[str, str],
+    tmp_path: Path,
+    device: Path,
+) -> None:
+    """A NixOS image directory (a disk shaped like nixpkgs' output: a FAT boot partition and
+    a data partition), flashed with real `flash`: its manifest names the FAT partition, flash
+    writes settings.env there, and secrets.sh fills the secret from what is on the card."""
+    out = tmp_path / "image"
+    recipe = find_recipe(recipe_name, RECIPES)
+    board = find_board(board_name, BOARDS)
+    rendered = render_flake(recipe, board, resolve_settings(recipe, {}), out / FLAKE_DIR)
+    fat_image = make_fat_image(tmp_path / "fat.img", {}, 8 * 1024 * 1024, fat[0], "t")
+    assemble_disk(
+        out / DISK,
+        table,
+        board.arch.value,
+        [
+            PartitionSpec(fat[0], PartitionRole(fat[1]), 0, fat_image),
+            PartitionSpec("data", PartitionRole.DATA, 8 * 1024 * 1024, None),
+        ],
+        seed="t",
+    )
+    manifest = write_nixos_manifest(out, rendered, recipe, board, "image.raw")
+    boot = manifest.disk.by_role("esp", "boot")
+    assert boot is not None and boot.role == fat[1]
+
+    env_text = "APP_KEY=base64:Zmxhc2hlZC1rZXk=\nMAIL_PASSWORD=pw\n"
+    name = "app_env" if recipe_name == "pixelfed" else "env"
+    target = tmp_path / "card.img"
+    flash_to_file(out, target, {name: base64.b64encode(env_text.encode()).decode()})
+    settings = device / "settings.env"
+    extract_fat_file(target, boot.offset, "settings.env", settings)
+    proc = run_secrets(out / FLAKE_DIR / "secrets.sh", settings, device / "secrets", SHELLS[-1])
+    assert proc.returncode == 0, proc.stderr
+    assert (device / "secrets" / name).read_text() == env_text

@@ -25,8 +25,9 @@ from appliancekit.board import Board
 from appliancekit.digest import fingerprint, sha256_file
 from appliancekit.disk import write_sha256sums
 from appliancekit.errors import NeedsNixError, ToolError
-from appliancekit.manifest import MANIFEST, DiskRecord, Manifest, SizeRecord, write_manifest
+from appliancekit.manifest import MANIFEST, Manifest, SizeRecord, write_manifest
 from appliancekit.nixos.nixversion import INSTALL, installed_nix, version_problem
+from appliancekit.nixos.partitions import disk_record
 from appliancekit.nixos.pin import NIXPKGS
 from appliancekit.nixos.render import NixRender, render_flake
 from appliancekit.output import Reporter
@@ -157,6 +158,16 @@ def _nix_build(
     shutil.copyfile(image, out / DISK)
     os.chmod(out / DISK, 0o644)
     link.unlink()
+    return write_nixos_manifest(out, flake, recipe, board, image.name)
+
+
+def write_nixos_manifest(
+    out: Path, flake: NixRender, recipe: Recipe, board: Board, nix_image: str
+) -> Manifest:
+    """manifest.json and SHA256SUMS for out/disk.img, the image `nix build` made from
+    out/flake. Its partitions are read back from the image, so `flash` finds the FAT
+    partition to write settings.env to (where appliancekit-secrets.service reads it)."""
+    flake_dir = out / FLAKE_DIR
     info = json.loads((flake_dir / "appliance.json").read_text())
     disk_bytes = (out / DISK).stat().st_size
     manifest = Manifest(
@@ -173,10 +184,10 @@ def _nix_build(
         kernel_version="",
         kernel_cmdline="",
         initramfs_modules=[],
-        # Nix seals (or not) inside its own image build and does not report the hash tree
-        # or the partition table: the records say only what is known here.
+        # Nix seals (or not) inside its own image build and does not report the hash tree;
+        # the partition table is read back from the image it made
         verity=None,
-        disk=DiskRecord(path=DISK, size=disk_bytes, sha256=sha256_file(out / DISK)),
+        disk=disk_record(out / DISK, DISK),
         sizes=SizeRecord(disk_bytes=disk_bytes),
         probes=info["probes"],
         ports=info["ports"],
@@ -186,7 +197,7 @@ def _nix_build(
             "seal": flake.seal,
             "image_modules": list(flake.board_modules),
             "flake": FLAKE_DIR,
-            "nix_image": image.name,
+            "nix_image": nix_image,
             "secrets": info["secrets"],
         },
     )
