@@ -1,4 +1,4 @@
-"""Python wheels from PyPI (sources/pypi.py): lock file, per-arch plan, pip download with
+"""Python wheels from PyPI (sources/pypi/): lock file, per-arch plan, pip download with
 hashes, unpacking into the site directory, what is kept. Fast: no network (pip is pointed at
 a local directory of wheels made here)."""
 
@@ -18,6 +18,7 @@ from appliancekit.errors import ToolError, UserError
 from appliancekit.recipe import load_recipe
 from appliancekit.sources import pypi
 from appliancekit.sources.debian import DebPackage
+from appliancekit.sources.pypi import cli as pypi_cli
 from appliancekit.sources.unpack import PackageFile, UnpackedPackage
 
 from .conftest import REPO
@@ -234,7 +235,7 @@ def test_kept_files_leave_out_tests_and_vendored_libraries() -> None:
         Path("/nonexistent"),
         tuple(PackageFile(p, "file", 0o644, 0, 0, 1) for p in paths),
     )
-    assert pypi._kept_files(python, [package]) == [
+    assert pypi.kept_files(python, [package]) == [
         "/usr/lib/python3.13/lib-dynload/_sqlite3.cpython-313-aarch64-linux-gnu.so",
         "/usr/lib/python3.13/os.py",
         f"{SITE}/big/__init__.py",
@@ -257,4 +258,4 @@ def test_lock_command_without_python_section(tmp_path: Path) -> None:
     directory = tmp_path / "x"
     directory.mkdir()
     shutil.copy(REPO / "recipes" / "homepage" / "recipe.toml", directory / "recipe.toml")
-    assert pypi._main(["lock", str(directory)]) == 2
+    assert pypi_cli.main(["lock", str(directory)]) == 2
