@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import http.server
+import json
 import shutil
 import socket
 import socketserver
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -519,3 +523,117 @@ def test_a_new_module_is_a_new_kind(
     finally:
         KINDS.pop("gopher-test", None)
         sys.modules.pop("appliancekit.probes.gophertest", None)
+
+
+class FakeSynapse(http.server.BaseHTTPRequestHandler):
+    """The slice of Synapse's client and admin API the matrix probe uses: shared-secret
+    registration (HMAC checked), password login, room aliases, send and history."""
+
+    secret = b"s3cret"
+    users: dict[str, str]
+    rooms: dict[str, list[dict[str, object]]]  # room id -> events
+    aliases: dict[str, str]
+
+    def _reply(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> dict[str, object]:
+        return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+
+    def _authorised(self) -> bool:
+        if self.headers.get("Authorization") != "Bearer token-alice":
+            self._reply(401, {"errcode": "M_UNKNOWN_TOKEN", "error": "bad token"})
+            return False
+        return True
+
+    def do_GET(self) -> None:
+        path = urllib.parse.unquote(self.path)
+        if path == "/_synapse/admin/v1/register":
+            self._reply(200, {"nonce": "n0nce"})
+        elif path.startswith("/_matrix/client/v3/directory/room/"):
+            alias = path.rsplit("/", 1)[1]
+            if alias in self.aliases:
+                self._reply(200, {"room_id": self.aliases[alias]})
+            else:
+                self._reply(404, {"errcode": "M_NOT_FOUND", "error": "no such alias"})
+        elif path.endswith("/messages?dir=b&limit=50") and self._authorised():
+            room = path.split("/rooms/", 1)[1].split("/", 1)[0]
+            self._reply(200, {"chunk": list(reversed(self.rooms.get(room, [])))})
+
+    def do_POST(self) -> None:
+        body = self._body()
+        if self.path == "/_synapse/admin/v1/register":
+            mac = hmac.new(self.secret, digestmod=hashlib.sha1)
+            mac.update(b"\x00".join(str(body[k]).encode() for k in ("nonce", "username")))
+            mac.update(b"\x00" + str(body["password"]).encode() + b"\x00notadmin")
+            if body["mac"] != mac.hexdigest():
+                self._reply(403, {"errcode": "M_FORBIDDEN", "error": "HMAC incorrect"})
+            elif body["username"] in self.users:
+                self._reply(400, {"errcode": "M_USER_IN_USE", "error": "taken"})
+            else:
+                self.users[str(body["username"])] = str(body["password"])
+                self._reply(200, {"user_id": f"@{body['username']}:chat.test"})
+        elif self.path == "/_matrix/client/v3/login":
+            user = body["identifier"]["user"]  # type: ignore[index]
+            if self.users.get(user) != body["password"]:
+                self._reply(403, {"errcode": "M_FORBIDDEN", "error": "Invalid password"})
+            else:
+                self._reply(200, {"access_token": f"token-{user}", "user_id": f"@{user}:chat.test"})
+        elif self.path == "/_matrix/client/v3/createRoom" and self._authorised():
+            room = f"!r{len(self.rooms)}:chat.test"
+            self.rooms[room] = []
+            self.aliases[f"#{body['room_alias_name']}:chat.test"] = room
+            self._reply(200, {"room_id": room})
+
+    def do_PUT(self) -> None:
+        body = self._body()
+        if self._authorised():
+            room = urllib.parse.unquote(self.path).split("/rooms/", 1)[1].split("/", 1)[0]
+            event = {"type": "m.room.message", "content": body}
+            self.rooms[room].append(event)
+            self._reply(200, {"event_id": f"$e{len(self.rooms[room])}"})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def synapse() -> Iterator[tuple[int, type[FakeSynapse]]]:
+    handler = type("Handler", (FakeSynapse,), {"users": {}, "rooms": {}, "aliases": {}})
+    server = http.server.ThreadingHTTPServer((HOST, 0), handler)
+    for port in serve(server):
+        yield port, handler
+
+
+def _matrix_probe(action: str, **extra: str) -> Probe:
+    params = {"user": "alice", "password": "pw", "secret": "s3cret", "room": "lobby"}
+    params |= {"message": "hello from the probe", "action": action} | extra
+    return Probe(kind=ProbeKind.MATRIX, port=8008, params=tuple(sorted(params.items())))
+
+
+def test_matrix_probe_posts_then_reads_back(synapse: tuple[int, type[FakeSynapse]]) -> None:
+    port, handler = synapse
+    posted = run_probe_once(_matrix_probe("post"), HOST, port, timeout=5)
+    assert posted.ok, posted.detail
+    assert "@alice:chat.test posted $e1 in #lobby:chat.test" in posted.detail
+    assert list(handler.users) == ["alice"]
+    again = run_probe_once(_matrix_probe("post"), HOST, port, timeout=5)  # user + room exist
+    assert again.ok and "$e2" in again.detail and len(handler.rooms) == 1
+    read = run_probe_once(_matrix_probe("read"), HOST, port, timeout=5)
+    assert read.ok and "read 'hello from the probe' back" in read.detail
+    missing = run_probe_once(_matrix_probe("read", message="never sent"), HOST, port, timeout=5)
+    assert not missing.ok and "has no message 'never sent'" in missing.detail
+
+
+def test_matrix_probe_reports_the_servers_error(synapse: tuple[int, type[FakeSynapse]]) -> None:
+    port, _ = synapse
+    wrong = run_probe_once(_matrix_probe("post", secret="wrong"), HOST, port, timeout=5)
+    assert not wrong.ok
+    assert "registering alice with the shared secret: HTTP 403 M_FORBIDDEN" in wrong.detail
+    lost = run_probe_once(_matrix_probe("read"), HOST, port, timeout=5)
+    assert not lost.ok and "logging in as alice: HTTP 403 M_FORBIDDEN" in lost.detail

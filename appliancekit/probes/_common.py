@@ -1,8 +1,12 @@
-"""Helpers the protocol modules share: short details, TLS without checks, credentials."""
+"""Helpers the protocol modules share: short details, TLS without checks, credentials, JSON
+over HTTP."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import ssl
+from collections.abc import Mapping
 
 from appliancekit.probes.runner import ProbeFailed
 from appliancekit.recipe import Probe
@@ -28,3 +32,33 @@ def credentials(probe: Probe) -> tuple[str, str]:
     if not (user and password):
         raise ProbeFailed(f"a {probe.kind} probe needs params user and password")
     return user, password
+
+
+def json_request(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+    body: object = None,
+) -> tuple[int, object]:
+    """One HTTP request with a JSON body (if any): (status, the answer parsed as JSON, or its
+    text if it is not JSON, or None if it is empty)."""
+    data = None if body is None else json.dumps(body).encode()
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(
+            method,
+            path,
+            body=data,
+            headers={"Connection": "close", "Content-Type": "application/json", **(headers or {})},
+        )
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    try:
+        return response.status, json.loads(raw) if raw else None
+    except ValueError:
+        return response.status, raw.decode("utf-8", errors="replace")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import http.client
 from collections.abc import Mapping
 
-from appliancekit.probes._common import short
+from appliancekit.probes._common import json_request, short
 from appliancekit.probes.runner import ProbeFailed, probe_kind
 from appliancekit.recipe import Probe
 
@@ -23,29 +22,16 @@ def _matrix_call(
     body: object = None,
     token: str = "",
 ) -> tuple[int, dict[str, object]]:
-    import json
     import urllib.parse
 
-    headers = {"Connection": "close", "Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request(
-            method,
-            urllib.parse.quote(path, safe="/?=&%:"),
-            body=None if body is None else json.dumps(body),
-            headers=headers,
-        )
-        response = conn.getresponse()
-        raw = response.read()
-    finally:
-        conn.close()
-    try:
-        data = json.loads(raw) if raw else {}
-    except ValueError:
-        data = {"error": short(raw)}
-    return response.status, data if isinstance(data, dict) else {"value": data}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    quoted = urllib.parse.quote(path, safe="/?=&%:")
+    status, data = json_request(host, port, method, quoted, timeout, headers, body)
+    if data is None:
+        return status, {}
+    if isinstance(data, str):  # not JSON
+        return status, {"error": short(data)}
+    return status, data if isinstance(data, dict) else {"value": data}
 
 
 def _matrix_fail(what: str, status: int, data: Mapping[str, object]) -> ProbeFailed:

@@ -2,46 +2,13 @@
 
 from __future__ import annotations
 
-import http.client
-from collections.abc import Mapping
-
-from appliancekit.probes._common import short
+from appliancekit.probes._common import json_request, short
 from appliancekit.probes.runner import ProbeFailed, probe_kind
 from appliancekit.recipe import Probe
 
 
 def _pdns_api_describe(probe: Probe) -> str:
     return f"{probe.param('name') or probe.param('zone')} via the API"
-
-
-def _json_request(
-    host: str,
-    port: int,
-    method: str,
-    path: str,
-    timeout: float,
-    headers: Mapping[str, str] | None = None,
-    body: object = None,
-) -> tuple[int, object]:
-    import json
-
-    data = None if body is None else json.dumps(body).encode()
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request(
-            method,
-            path,
-            body=data,
-            headers={"Connection": "close", "Content-Type": "application/json", **(headers or {})},
-        )
-        response = conn.getresponse()
-        raw = response.read()
-    finally:
-        conn.close()
-    try:
-        return response.status, json.loads(raw) if raw else None
-    except ValueError:
-        return response.status, raw.decode("utf-8", errors="replace")
 
 
 @probe_kind("pdns-api", describe=_pdns_api_describe)
@@ -58,12 +25,12 @@ def check_pdns_api(probe: Probe, host: str, port: int, timeout: float) -> str:
     zones = f"/api/v1/servers/{probe.param('server') or 'localhost'}/zones"
     auth = {"X-API-Key": key}
 
-    status, body = _json_request(host, port, "GET", zones, timeout)
+    status, body = json_request(host, port, "GET", zones, timeout)
     if status != 401:
         raise ProbeFailed(f"GET {zones} without X-API-Key answered {status}, expected 401")
 
     new = {"name": zone, "kind": "Native", "nameservers": [f"ns1.{zone}"]}
-    status, body = _json_request(host, port, "POST", zones, timeout, auth, new)
+    status, body = json_request(host, port, "POST", zones, timeout, auth, new)
     if status not in (201, 409):  # 409: it exists already (an earlier attempt made it)
         raise ProbeFailed(f"creating zone {zone}: HTTP {status} {short(str(body))}")
     created = status == 201
@@ -75,13 +42,13 @@ def check_pdns_api(probe: Probe, host: str, port: int, timeout: float) -> str:
         "changetype": "REPLACE",
         "records": [{"content": address, "disabled": False}],
     }
-    status, body = _json_request(
+    status, body = json_request(
         host, port, "PATCH", f"{zones}/{zone}", timeout, auth, {"rrsets": [rrset]}
     )
     if status != 204:
         raise ProbeFailed(f"setting {name} A {address}: HTTP {status} {short(str(body))}")
 
-    status, body = _json_request(host, port, "GET", f"{zones}/{zone}", timeout, auth)
+    status, body = json_request(host, port, "GET", f"{zones}/{zone}", timeout, auth)
     if status != 200 or not isinstance(body, dict):
         raise ProbeFailed(f"reading zone {zone} back: HTTP {status} {short(str(body))}")
     contents = [
