@@ -18,6 +18,7 @@ from pathlib import Path
 
 import appliancekit
 from appliancekit import supervisor
+from appliancekit.atomic import replace_dir
 from appliancekit.board import Board
 from appliancekit.boot import BootInputs, boot_path
 from appliancekit.boot import initramfs as initramfs_stage
@@ -141,7 +142,7 @@ def build(
     work = Path(tempfile.mkdtemp(prefix=f"{plan.name}.", dir=tmp_root))
     try:
         manifest = _build_into(plan, sources, unpacked, inputs, work, reporter, wheels)
-        _replace_dir(work / "out", plan.output_dir, tmp_root)
+        replace_dir(work / "out", plan.output_dir, scratch=tmp_root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return BuildResult(plan.output_dir, manifest, True, time.monotonic() - started)
@@ -392,15 +393,3 @@ def _size_text(report: SizeReport, sealed_size: int) -> str:
 
 def _round_mib(value: float) -> int:
     return int(-(-value // MIB) * MIB)
-
-
-def _replace_dir(new: Path, final: Path, tmp_root: Path) -> None:
-    """Put `new` at `final` with renames only: readers see the old or the new image, never a mix."""
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix="old.", dir=tmp_root))
-        os.rename(final, old / "x")
-        os.rename(new, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(new, final)

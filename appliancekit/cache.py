@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliancekit.atomic import replace_dir
+
 
 def default_cache_dir() -> Path:
     if env := os.environ.get("APPLIANCEKIT_CACHE"):
@@ -44,10 +46,7 @@ class Cache:
         staging = Path(tempfile.mkdtemp(prefix=prefix, dir=self.tmp_dir()))
         try:
             yield staging
-            if destination.exists():
-                shutil.rmtree(destination)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staging, destination)
+            replace_dir(staging, destination, scratch=self.tmp_dir())
         finally:
             if staging.exists():
                 shutil.rmtree(staging)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
+from appliancekit.digest import sha256_file
 from appliancekit.errors import UserError
 from appliancekit.hostcmd import run
 from appliancekit.seal import derive_uuid
@@ -204,35 +205,6 @@ def compute_layout(
         end = total - (GPT_TAIL if kind == "gpt" else 0)
         slots[-1] = (last_offset, (end - last_offset) // MIB * MIB)
     return Layout(size=total, slots=tuple(slots))
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks; holes of sparse files are hashed without reads."""
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        fd = f.fileno()
-        size = os.fstat(fd).st_size
-        pos = 0
-        while pos < size:
-            try:
-                data = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:  # ENXIO: only a hole is left
-                data = size
-            for start in range(pos, data, _CHUNK):
-                digest.update(_ZERO_CHUNK[: min(_CHUNK, data - start)])
-            if data >= size:
-                break
-            hole = os.lseek(fd, data, os.SEEK_HOLE)
-            os.lseek(fd, data, os.SEEK_SET)
-            remaining = hole - data
-            while remaining > 0:
-                chunk = f.read(min(remaining, _CHUNK))
-                if not chunk:
-                    break
-                digest.update(chunk)
-                remaining -= len(chunk)
-            pos = hole
-    return digest.hexdigest()
 
 
 def _copy_sparse(src: Path, fd: int, offset: int) -> str:

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from appliancekit.digest import sha256_file
 from appliancekit.disk import (
     ESP_GUID,
     GPT_TAIL,
@@ -27,7 +28,6 @@ from appliancekit.disk import (
     extract_fat_file,
     make_fat_image,
     read_partition_table,
-    sha256_file,
     write_sha256sums,
 )
 from appliancekit.errors import UserError
@@ -392,3 +392,35 @@ def test_sha256sums_format(tmp_path: Path):
     (tmp_path / "b.img").write_bytes(b"changed")
     bad = subprocess.run(["sha256sum", "-c", path.name], cwd=tmp_path, capture_output=True)
     assert bad.returncode != 0
+
+
+def test_sha256_file_skips_holes_and_reads_pipes(tmp_path: Path) -> None:
+    """One sha256_file for all: a sparse file hashes like its bytes, a pipe like its stream."""
+    import hashlib
+    import os
+    import threading
+
+    sparse = tmp_path / "sparse.img"
+    with open(sparse, "wb") as f:
+        f.seek(3 * MIB + 17)
+        f.write(b"data in the middle")
+        f.truncate(7 * MIB + 5)  # ends in a hole
+    assert sha256_file(sparse) == hashlib.sha256(sparse.read_bytes()).hexdigest()
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert sha256_file(empty) == hashlib.sha256(b"").hexdigest()
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    payload = os.urandom(3 * MIB + 1)
+
+    def feed() -> None:
+        with open(fifo, "wb") as w:
+            w.write(payload)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        assert sha256_file(fifo) == hashlib.sha256(payload).hexdigest()
+    finally:
+        writer.join(timeout=10)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import appliancekit
+from appliancekit.atomic import replace_dir
 from appliancekit.board import Board
 from appliancekit.digest import fingerprint, sha256_file
 from appliancekit.disk import write_sha256sums
@@ -102,8 +103,6 @@ def build_nixos(
     Without a usable Nix the flake is still put in place (complete: another machine can run
     `nix build` on it) and NeedsNixError says where it is and why it was not built.
     """
-    from appliancekit.build import _replace_dir  # lazily: appliancekit.build may import us
-
     images_dir = Path(images_dir)
     name = f"{recipe.name}-{board.name}"
     final = images_dir / name
@@ -119,15 +118,15 @@ def build_nixos(
             # only the flake is new: an image already in `final` (e.g. from the Debian
             # backend) stays, and its flake/ is swapped atomically
             if final.is_dir():
-                _replace_dir(out / FLAKE_DIR, final / FLAKE_DIR, tmp_root)
+                replace_dir(out / FLAKE_DIR, final / FLAKE_DIR, scratch=tmp_root)
             else:
-                _replace_dir(out, final, tmp_root)
+                replace_dir(out, final, scratch=tmp_root)
             raise NeedsNixError(
                 f"{final / FLAKE_DIR}: flake rendered, not built: {reason}; then run: "
                 f"nix build {final / FLAKE_DIR}#image"
             )
         manifest = _nix_build(out, flake, recipe, board, settings, reporter)
-        _replace_dir(out, final, tmp_root)
+        replace_dir(out, final, scratch=tmp_root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     flake = NixRender(**{**flake.__dict__, "directory": final / FLAKE_DIR})

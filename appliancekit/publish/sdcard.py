@@ -19,6 +19,7 @@ from pathlib import Path
 
 import zstandard
 
+from appliancekit.atomic import replace_dir
 from appliancekit.digest import sha256_file
 from appliancekit.errors import UserError
 from appliancekit.publish.bmap import CHUNK, data_extents, write_bmap
@@ -120,7 +121,7 @@ def write_release(
         for entry in tmp.iterdir():
             os.chmod(entry, 0o644)
         os.chmod(tmp, 0o755)
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -133,18 +134,6 @@ def write_release(
         compressed_size=compressed,
         mapped_bytes=image.bmap.mapped_bytes,
     )
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    if not target.exists():
-        os.rename(new, target)
-        return
-    if not target.is_dir():
-        raise UserError(f"{target} exists and is not a directory", file=target)
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.rename(target, old)
-    os.rename(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def publish_sdcard(

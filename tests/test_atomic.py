@@ -1,0 +1,45 @@
+"""atomic.replace_dir: the one way builds, releases and cache entries are put in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliancekit.atomic import replace_dir
+from appliancekit.errors import UserError
+
+
+def _tree(path: Path, text: str) -> Path:
+    path.mkdir(parents=True)
+    (path / "file").write_text(text)
+    return path
+
+
+def test_new_target_and_missing_parents(tmp_path: Path) -> None:
+    new = _tree(tmp_path / "new", "v1")
+    target = tmp_path / "a" / "b" / "out"
+    replace_dir(new, target)
+    assert (target / "file").read_text() == "v1" and not new.exists()
+
+
+@pytest.mark.parametrize("use_scratch", [False, True])
+def test_replaces_old_tree_and_leaves_nothing_aside(tmp_path: Path, use_scratch: bool) -> None:
+    target = _tree(tmp_path / "out", "old")
+    (target / "only-in-old").write_text("x")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    replace_dir(_tree(tmp_path / "new", "new"), target, scratch=scratch if use_scratch else None)
+    assert sorted(p.name for p in target.iterdir()) == ["file"]
+    assert (target / "file").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "scratch"]
+    assert list(scratch.iterdir()) == []
+
+
+def test_refuses_to_replace_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    target.write_text("not a directory")
+    new = _tree(tmp_path / "new", "v1")
+    with pytest.raises(UserError, match="exists and is not a directory"):
+        replace_dir(new, target)
+    assert target.read_text() == "not a directory" and (new / "file").exists()
