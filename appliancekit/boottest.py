@@ -23,7 +23,7 @@ from appliancekit.imds import ImdsServer, settings_user_data
 from appliancekit.manifest import Manifest
 from appliancekit.probes import ProbeResult, forward_map, forwards_for, wait_for_probes
 from appliancekit.qemu import BootError, Drive, Machine, QemuConfig
-from appliancekit.recipe import Probe, ProbeKind, ProbePhase
+from appliancekit.recipe import Probe, ProbePhase, probe_kind_of
 
 # Serial console lines that mean the boot cannot succeed: stop at once instead of waiting
 # for probe timeouts.
@@ -116,7 +116,7 @@ def probes_from_manifest(manifest: Manifest, settings: dict[str, str] | None = N
     probes = []
     for raw in manifest.probes:
         values = {key: render(value) for key, value in raw.items() if key != "params"}
-        values["kind"] = ProbeKind(values["kind"])
+        values["kind"] = probe_kind_of(str(values["kind"]))
         values["phase"] = ProbePhase(values.get("phase", ProbePhase.EVERY))
         values["params"] = tuple((str(k), str(render(v))) for k, v in raw.get("params", ()))
         probes.append(Probe(**values))

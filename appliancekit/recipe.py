@@ -141,6 +141,9 @@ class SettingKind(StrEnum):
 
 
 class ProbeKind(StrEnum):
+    """The probe kinds appliancekit ships, named for code and tests. A recipe may use any kind
+    a module of appliancekit/probes registers: a new kind is a new module there, nothing more."""
+
     HTTP = "http"
     TCP = "tcp"
     DNS = "dns"
@@ -153,6 +156,23 @@ class ProbeKind(StrEnum):
     IMAP_MESSAGE = "imap-message"  # IMAP login, find a message by subject, check a header
     MANAGESIEVE = "managesieve"  # ManageSieve: STARTTLS, AUTH, upload + activate a script
     MATRIX = "matrix"  # Matrix client API: register (shared secret), post, read back (params)
+
+
+def probe_kind_of(name: str) -> ProbeKind | str:
+    """The ProbeKind member of a shipped kind; any other kind by its name."""
+    try:
+        return ProbeKind(name)
+    except ValueError:
+        return name
+
+
+def _probe_kind(src: TomlSource, value: Any, path: KeyPath) -> ProbeKind | str:
+    """A kind some module of appliancekit/probes registers (shipped kinds listed first)."""
+    from appliancekit.probes import KINDS  # lazily: appliancekit.probes imports this module
+
+    shipped = [str(kind) for kind in ProbeKind]
+    known = shipped + sorted(set(KINDS) - set(shipped))
+    return probe_kind_of(choice(known, what="probe kind")(src, value, path))
 
 
 class ProbePhase(StrEnum):
@@ -215,7 +235,7 @@ class TreeCopy:
 
 @dataclass(frozen=True)
 class Probe:
-    kind: ProbeKind
+    kind: ProbeKind | str  # str: a kind registered by a probes/ module that ProbeKind does not name
     port: int
     name: str = ""
     path: str = "/"  # http
@@ -399,7 +419,7 @@ _DATA = (Field("paths", list_of(abs_path()), default=()),)
 _NETWORK = (Field("ports", list_of(_PORT, item_type="int"), default=()),)
 _TEST = (Field("settings", string_table(), default=()),)
 _PROBE = (
-    Field("kind", choice(ProbeKind, what="probe kind"), required=True),
+    Field("kind", _probe_kind, required=True),
     Field("port", _PORT, required=True),
     Field("name", string(nonempty=False), default=""),
     Field("path", string(), default="/"),

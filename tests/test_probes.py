@@ -20,6 +20,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 
+from appliancekit.errors import UserError
 from appliancekit.probes import (
     KINDS,
     ProbeResult,
@@ -31,7 +32,9 @@ from appliancekit.probes import (
     wait_for_probes,
 )
 from appliancekit.qemu import Machine, PortForward, QemuConfig, free_port
-from appliancekit.recipe import Probe, ProbeKind
+from appliancekit.recipe import Probe, ProbeKind, load_recipe
+
+from .conftest import REPO
 
 HOST = "127.0.0.1"
 MARKER = "appliance-marker-42"
@@ -514,10 +517,17 @@ def test_a_new_module_is_a_new_kind(
         "def check(probe, host, port, timeout):\n"
         "    return 'gopher answered'\n"
     )
+    recipe_dir = tmp_path / "homepage"
+    shutil.copytree(REPO / "recipes" / "homepage", recipe_dir)
+    text = (recipe_dir / "recipe.toml").read_text()
+    (recipe_dir / "recipe.toml").write_text(text + '\n[[probe]]\nkind = "gopher-test"\nport = 70\n')
+    with pytest.raises(UserError, match="unknown probe kind 'gopher-test'"):
+        load_recipe(recipe_dir)
     monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
     try:
         package._load_kinds()
         assert "gopher-test" in KINDS
+        assert load_recipe(recipe_dir).probes[-1].kind == "gopher-test"  # recipes may use it
         result = run_probe_once(Probe(kind="gopher-test", port=70), HOST, banner)  # type: ignore[arg-type]
         assert result.ok and result.detail == "gopher answered"
     finally:
