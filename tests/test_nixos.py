@@ -19,7 +19,7 @@ from appliancekit.board import (
 from appliancekit.errors import NeedsNixError, UserError
 from appliancekit.nixos import NIXPKGS, build_nixos, render_flake
 from appliancekit.nixos.boards import board_mapping
-from appliancekit.nixos.nixexpr import Raw, expr, format_option, parse_option, string
+from appliancekit.nixos.nixexpr import expr, format_option, parse_option
 from appliancekit.nixos.nixversion import MINIMUM, NixVersion, installed_nix, version_problem
 from appliancekit.nixos.options import OptionSet, bundled_options
 from appliancekit.nixos.render import check_recipe_options
@@ -155,9 +155,11 @@ def test_secret_values_never_reach_the_flake(tmp_path: Path) -> None:
 
 def test_settings_are_substituted(tmp_path: Path) -> None:
     render("mastodon", "ec2-arm64", tmp_path / "f", domain="social.example.net")
-    text = (tmp_path / "f/recipe.nix").read_text()
-    assert 'services.mastodon.localDomain = "social.example.net";' in text
-    assert 'services.nginx.virtualHosts."social.example.net".forceSSL = false;' in text
+    config = nixeval.module(tmp_path / "f", "recipe.nix")
+    assert config["services"]["mastodon"]["localDomain"] == "social.example.net"
+    # a dotted name inside an option path stays one attribute name, as Nix reads it
+    vhost = config["services"]["nginx"]["virtualHosts"]["social.example.net"]
+    assert vhost["forceSSL"] is False and vhost["default"] is True
 
 
 # --------------------------------------------------------------------------- option checks
@@ -234,11 +236,26 @@ def test_secret_settings_cannot_be_baked_in(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- nix expressions
 
 
-def test_nix_strings_are_escaped() -> None:
-    assert string('a "b" ${c} \\ d\n') == '"a \\"b\\" \\${c} \\\\ d\\n"'
-    assert expr({"b": [1, True, None], "a.b": Raw("pkgs.x")}) == (
-        '{\n  "a.b" = pkgs.x;\n  b = [ 1 true null ];\n}'
-    )
+HOSTILE = [
+    'a "b" ${c} \\ d',
+    "line1\nline2\r\ttab",
+    "$${x} $$ ${ '' ''${ ''\\",
+    "dollar at end $",
+    "unicode ä ✓",
+]
+
+
+def test_nix_values_read_back_as_written(tmp_path: Path) -> None:
+    """What expr() writes, Nix reads back as the same value (strings that look like Nix
+    interpolation or escapes included; attribute names with dots and quotes)."""
+    value = {
+        "strings": HOSTILE,
+        "names": {name: i for i, name in enumerate(["a.b", 'q"uote', "if", "x-y", "${z}"])},
+        "scalars": [1, -2, 1.5, True, False, None],
+        "nested": {"a": {"b": [{"c": "d"}]}},
+    }
+    (tmp_path / "value.nix").write_text(expr(value) + "\n")
+    assert nixeval.evaluate("import ./value.nix", tmp_path) == value
 
 
 def test_option_paths_round_trip() -> None:

@@ -117,6 +117,9 @@ def _list_item(value: object, indent: int) -> str:
     # a function application must be parenthesised inside a list
     if isinstance(value, Raw) and " " in text and not text.startswith(('"', "(", "[", "{")):
         return f"({text})"
+    # so must a negative number: `[ 1 -2 ]` is not a list of two numbers in Nix
+    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+        return f"({text})"
     return text
 
 
