@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -495,3 +496,25 @@ def test_build_with_debians_nix_exits_3_naming_the_flake_and_the_version(tmp_pat
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert str(images / "garage-qemu-virt-arm64" / "flake") in lines[0]
     assert f"nix {found[1].text} is too old" in lines[0] and "Debian 13's nix-bin" in lines[0]
+
+
+def test_doctor_names_the_installed_nix_and_whether_it_builds() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "appliancekit", "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    report = json.loads(proc.stdout)
+    nix = report["nix"]
+    found = installed_nix()
+    if found is None:
+        assert nix["found"] is False and "not on PATH" in nix["problem"]
+    else:
+        assert nix["version"] == (found[1].text if found[1] else None)
+        assert nix["ok"] is (version_problem(found[1]) is None)
+        if not nix["ok"]:
+            assert "Debian 13's nix-bin" in nix["problem"] and "\n" not in nix["problem"]
+    # informational: only the NixOS backend needs Nix, so it does not fail doctor
+    assert proc.returncode == (0 if report["ok"] else 1)
