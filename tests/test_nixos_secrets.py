@@ -5,6 +5,7 @@ unit cross-checked, as Nix evaluates it, against the files the services are conf
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 import shutil
@@ -68,12 +69,20 @@ def device() -> Iterator[Path]:
         shutil.rmtree(top)
 
 
+@functools.cache
+def _can_unshare() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, timeout=30)
+    return probe.returncode == 0  # a container without CAP_SYS_ADMIN cannot
+
+
 def run_secrets(
     script: Path, settings: Path, secrets: Path, shell: str
 ) -> subprocess.CompletedProcess:
     """Run secrets.sh as root with the services' users in /etc/passwd (a private mount)."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("needs root and unshare(1) to give the services' users a passwd file")
+    if not _can_unshare():
+        pytest.skip("needs root and a mount namespace (unshare -m) for the services' users")
     etc = secrets.parent / "etc"
     etc.mkdir(exist_ok=True)
     (etc / "passwd").write_text(
