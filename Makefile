@@ -4,6 +4,7 @@ VENV        := .venv
 PYTHON      ?= python3
 AK          := $(VENV)/bin/appliancekit
 PYTEST_ARGS ?=
+BENCH_ARGS  ?=
 
 .PHONY: setup host venv demo test test-fast lint bench clean
 
@@ -33,8 +34,10 @@ test-fast: setup
 lint: venv
 	@$(VENV)/bin/ruff check appliancekit tests bench
 
-bench: setup
-	@$(VENV)/bin/python bench/run.py
+# e.g. make bench BENCH_ARGS='--recipe dns --board qemu-virt-arm64 --json'
+bench: venv
+	@scripts/setup-host.sh bench
+	@$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf images/homepage-* images/.tmp

@@ -1,10 +1,10 @@
 """PID 1 of the sealed root: s6-svscan supervising one s6 service directory per service.
 
-Measured (DESIGN.md): a direct init serves within ~1 s of switch_root while systemd needs
-50+ s under TCG and ~26 MB more. s6-svscan + execline (~2 MB with their libraries) restart
-services, run each as its own user, and need no shell: run files are execline scripts whose
-commands are named by absolute path. The scan directory must be writable (s6-supervise
-keeps its state there), so the initramfs copies it from the sealed root to /run/service.
+Why s6 and not systemd (boot time under TCG and size): docs/architecture.md, with the
+figures in docs/measurements.md. s6-svscan + execline restart services, run each as its own
+user, and need no shell: run files are execline scripts whose commands are named by absolute
+path. The scan directory must be writable (s6-supervise keeps its state there), so the
+initramfs copies it from the sealed root to /run/service.
 """
 
 from __future__ import annotations

@@ -1,183 +1,168 @@
-"""appliancekit benchmarks: every target is printed as a ratio against a baseline measured in
-the same run on the same machine. Nothing here is asserted; regressions show as ratios.
+"""appliancekit benchmarks: each figure beside a baseline measured in the same run on the same
+machine, their ratio, and the target the issues set (printed, never divided by). Nothing
+here is asserted; regressions show as ratios.
 
-    .venv/bin/python bench/run.py [--recipe homepage] [--board qemu-virt-arm64] [--json]
+    make bench BENCH_ARGS='--recipe dns --board qemu-virt-arm64 --runs 3 --save dns.json'
+    .venv/bin/python -m bench.run [--recipe homepage] [--board qemu-virt-arm64] [--runs 3]
+                                  [--json] [--save FILE] [--show FILE]
+
+In one run: the cold build (empty cache directory), a forced build with that cache warm and a
+no-op build (bench/builds.py); the same service installed the plain Debian way by mmdebstrap,
+cold and with a warm package cache (bench/debian_install.py); boot to healthy, the bare
+kernel's initramfs marker and the boot loader's hand-over (bench/boots.py); the supervisor's
+share of the sealed root against systemd's (bench/init_size.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:  # `python bench/run.py` as well as `python -m bench.run`
+    sys.path.insert(0, str(REPO))
 
-from appliancekit.board import Board, BootPath, find_board  # noqa: E402
-from appliancekit.boot.initramfs import build_marker_initramfs  # noqa: E402
-from appliancekit.boot.kmod import find_kernel  # noqa: E402
-from appliancekit.boot.rpi import delete_dtb_properties  # noqa: E402
-from appliancekit.boottest import boot_test, qemu_config  # noqa: E402
-from appliancekit.build import BuildPlan, build  # noqa: E402
-from appliancekit.cache import Cache, default_cache_dir  # noqa: E402
-from appliancekit.manifest import Manifest  # noqa: E402
-from appliancekit.output import Reporter  # noqa: E402
-from appliancekit.qemu import Machine, QemuConfig  # noqa: E402
-from appliancekit.recipe import find_recipe, resolve_settings  # noqa: E402
+from appliancekit.board import find_board  # noqa: E402
+from appliancekit.cache import Cache  # noqa: E402
+from appliancekit.manifest import read_manifest  # noqa: E402
+from appliancekit.recipe import find_recipe  # noqa: E402
 from appliancekit.sources.debian import AptSource  # noqa: E402
-from appliancekit.sources.unpack import unpack  # noqa: E402
-
-MIB = 1 << 20
-SEALED_ROOT_TARGET = 16 * MIB
-# A normal installation: Debian's required-priority base system (what mmdebstrap's minbase
-# installs) plus the recipe's packages, sized by the archive's Installed-Size fields.
-MINBASE_SELECTOR = "?priority(required)"
-
-
-def installed_baseline(apt: AptSource, packages: list[str]) -> int:
-    """Installed size of minbase + packages as apt resolves them (apt patterns work here)."""
-    return sum(p.installed_size for p in apt.resolve([MINBASE_SELECTOR, *packages]))
+from bench import targets  # noqa: E402
+from bench.boots import BootFailed, healthy_time, loader_time, marker_time  # noqa: E402
+from bench.builds import BuildTimes, build_times  # noqa: E402
+from bench.debian_install import DebianInstall, install  # noqa: E402
+from bench.figures import Figure, Unit, table  # noqa: E402
+from bench.init_size import s6_bytes, systemd_installed_bytes  # noqa: E402
 
 
-def marker_time(board: Board, cache: Cache, workdir: Path, runs: int) -> float:
-    """QEMU start -> a trivial initramfs's marker on the console, same kernel and model."""
-    apt = AptSource(cache, board.suite, board.arch.value)
-    kernel_pkgs = [
-        p for p in apt.resolve([board.kernel.package]) if p.name.startswith("linux-image-")
+def build_figures(
+    recipe: str, builds: BuildTimes, cold: DebianInstall, warm: DebianInstall
+) -> list[Figure]:
+    sizes = builds.warm.sizes
+    sealed_targets = (targets.SEALED_VS_INSTALLED,)
+    if recipe in targets.SEALED_ROOT:
+        sealed_targets = (targets.SEALED_ROOT[recipe], *sealed_targets)
+    S, B = Unit.SECONDS, Unit.BYTES
+    return [
+        Figure("cold build, empty cache", builds.cold.seconds, S,
+               "Debian install, empty cache", cold.seconds),
+        Figure("build, warm package cache", builds.warm.seconds, S,
+               "Debian install, warm package cache", warm.seconds, (targets.WARM_BUILD,)),
+        Figure("no-op rebuild", builds.noop.seconds, S,
+               "build, warm package cache", builds.warm.seconds, (targets.NOOP_BUILD,)),
+        Figure("sealed root (erofs)", sizes["sealed_root_bytes"], B,
+               "Debian install, files", cold.tree_bytes, sealed_targets),
+        Figure("minimised tree, files", sizes["minimised_root_bytes"], B,
+               "Debian install, files", cold.tree_bytes),
+    ]  # fmt: skip
+
+
+def measure(recipe_name: str, board_name: str, runs: int) -> dict[str, Any]:
+    """One run of every figure and its baseline; JSON-ready."""
+    recipe = find_recipe(recipe_name, REPO / "recipes")
+    board = find_board(board_name, REPO / "boards")
+    suite, arch = recipe.debian.suite or board.suite, board.arch.value
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench.", dir=os.environ.get("TMPDIR")) as tmp:
+        work = Path(tmp)
+        builds = build_times(recipe_name, board_name, work)
+        cache = Cache(work / "cache")
+        # the archive lines the build read, so both installs see the same packages
+        sources_file = cache.apt_dir(suite, arch) / "etc/sources.list"
+        sources = [line for line in sources_file.read_text().splitlines() if line.strip()]
+        packages = list(recipe.debian.packages)
+        debs = work / "debs"
+        cold = install(suite, arch, packages, sources, work / "debian-cold", debs)
+        warm = install(suite, arch, packages, sources, work / "debian-warm", debs)
+        figures = build_figures(recipe_name, builds, cold, warm)
+        figures.append(
+            Figure("s6 + execline in the sealed root", s6_bytes(builds.warm.image_dir), Unit.BYTES,
+                   "systemd + udev, Installed-Size", systemd_installed_bytes(AptSource(cache, suite, arch)))
+        )  # fmt: skip
+
+        manifest = read_manifest(builds.warm.image_dir)
+        assert manifest is not None
+        healthy = healthy_time(builds.warm.image_dir, manifest, board, runs)
+        marker = marker_time(board, cache, work, runs)
+        loader = loader_time(board, builds.warm.image_dir, manifest, runs)
+        figures.append(
+            Figure("boot to healthy", healthy.seconds, Unit.SECONDS,
+                   "bare kernel to initramfs marker", marker, (targets.HEALTHY_VS_MARKER,))
+        )  # fmt: skip
+        if loader is not None:
+            figures.append(
+                Figure("boot to healthy after the boot loader", healthy.seconds - loader,
+                       Unit.SECONDS, "bare kernel to initramfs marker", marker,
+                       (targets.HEALTHY_VS_MARKER,))
+            )  # fmt: skip
+    load_after = os.getloadavg()
+    return {
+        "recipe": recipe_name,
+        "board": board_name,
+        "suite": suite,
+        "arch": arch,
+        "started": started,
+        "cpus": os.cpu_count(),
+        "load_average_1min": {"before": load_before[0], "after": load_after[0]},
+        "boot_runs": runs,
+        "debian_install": {"packages": packages, "installed": cold.packages},
+        "unminimised_root_bytes": builds.warm.sizes["unminimised_root_bytes"],
+        "boot_loader_s": None if loader is None else round(loader, 3),
+        "probe_s": {name: round(s, 3) for name, s in healthy.probes.items()},
+        "figures": [f.to_json() for f in figures],
+    }
+
+
+def show(result: dict[str, Any]) -> str:
+    load = result["load_average_1min"]
+    debian = result["debian_install"]
+    lines = [
+        f"{result['recipe']} on {result['board']} ({result['suite']}/{result['arch']}),"
+        f" {result['started']}, {result['cpus']} CPUs, 1-min load average"
+        f" {load['before']:.1f} before, {load['after']:.1f} after; boots: best of"
+        f" {result['boot_runs']}",
+        "",
+        table([Figure.from_json(f) for f in result["figures"]]),
+        "",
+        f"Debian install: mmdebstrap --variant=minbase --include={','.join(debian['packages'])}"
+        f" ({debian['installed']} packages installed)",
     ]
-    fetched = apt.fetch(kernel_pkgs)
-    kernel_root = next(
-        u.root for u in (unpack(cache, f) for f in fetched) if (u.root / "boot").is_dir()
-    )
-    kernel = find_kernel(kernel_root)
-    busybox = [unpack(cache, f) for f in apt.fetch(apt.resolve(["busybox-static"]))]
-    initrd = build_marker_initramfs(busybox, board, workdir / "marker.img")
-    # the consoles of the image's own command line, in its order: the kernel's preferred
-    # console is the last one that exists on this model (ttyS0 of EC2 is absent on virt)
-    consoles = [board.kernel.console, *(w[8:] for w in board.kernel.cmdline if w[:8] == "console=")]
-    append = " ".join(
-        [*(f"console={c}" for c in consoles), "quiet", "panic=-1", *board.qemu.append]
-    )
-    times = []
-    for _ in range(runs):
-        config = QemuConfig.from_spec(
-            board.qemu,
-            kernel=kernel.image,
-            initrd=initrd,
-            append=append,
-            dtb=board_device_tree(board, kernel_root, workdir),
-        )
-        if board.boot == BootPath.UKI:
-            # the bare kernel: UEFI firmware (-bios / pflash arguments) is timed on its own
-            config = replace(config, firmware=None, extra_args=())
-        with tempfile.TemporaryDirectory() as tmp, Machine(config, Path(tmp)) as machine:
-            machine.start()
-            times.append(machine.wait_for_serial("appliancekit-marker", 120))
-    return min(times)
-
-
-def board_device_tree(board: Board, kernel_root: Path, workdir: Path) -> Path | None:
-    """The board's device tree (its [firmware.config] device_tree) from the kernel package,
-    edited as its boot test edits it for the QEMU model; None for boards without one."""
-    name = dict(board.firmware.config).get("device_tree")
-    if name is None:
-        return None
-    source = next(kernel_root.glob(f"usr/lib/linux-image-*/**/{name}"))
-    dtb = workdir / name
-    dtb.write_bytes(source.read_bytes())
-    delete_dtb_properties(dtb, board.qemu.dtb_delete)
-    return dtb
-
-
-# What a boot path's emulated firmware / boot loader prints when it hands over: UEFI (edk2)
-# when it starts the image's boot file, U-Boot when it jumps to the kernel it loaded from
-# the card. The bare-kernel marker run has neither (QEMU loads kernel and initramfs itself).
-LOADER_HANDOVER = {BootPath.UKI: "BdsDxe: starting", BootPath.UBOOT: "Starting kernel ..."}
-
-
-def loader_time(board: Board, image_dir: Path, manifest: Manifest, runs: int) -> float:
-    """QEMU start -> the board's firmware or boot loader handing over (LOADER_HANDOVER)."""
-    times = []
-    for _ in range(runs):
-        with tempfile.TemporaryDirectory() as tmp:
-            disk = image_dir / manifest.disk.path
-            config = qemu_config(board, disk, manifest, Path(tmp), ())
-            with Machine(config, Path(tmp)) as machine:
-                machine.start()
-                times.append(machine.wait_for_serial(LOADER_HANDOVER[board.boot], 120))
-    return min(times)
+    if result["boot_loader_s"] is not None:
+        lines.append(f"boot loader hand-over: {result['boot_loader_s']:.2f} s after QEMU start")
+    lines += [f"probe {name}: {s:.2f} s" for name, s in result["probe_s"].items()]
+    return "\n".join(lines)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--recipe", default="homepage")
     parser.add_argument("--board", default="qemu-virt-arm64")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--runs", type=int, default=3, help="boots per boot figure (best taken)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--save", type=Path, metavar="FILE", help="also write the JSON here")
+    parser.add_argument("--show", type=Path, metavar="FILE", help="print a saved run's table")
     args = parser.parse_args()
 
-    cache = Cache(default_cache_dir())
-    recipe = find_recipe(args.recipe, REPO / "recipes")
-    board = find_board(args.board, REPO / "boards")
-    results: dict[str, object] = {"recipe": args.recipe, "board": args.board}
-    with tempfile.TemporaryDirectory(prefix="bench.") as tmp:
-        images = Path(tmp) / "images"
-        plan = BuildPlan(recipe, board, resolve_settings(recipe, {}), images)
-        reporter = Reporter()
-
-        start = time.monotonic()
-        first = build(plan, cache, reporter, force=True)
-        cold = time.monotonic() - start
-        start = time.monotonic()
-        again = build(plan, cache, reporter)
-        noop = time.monotonic() - start
-        assert not again.rebuilt
-        results["cold_build_s"] = round(cold, 2)
-        results["noop_build_s"] = round(noop, 2)
-        results["cold_build_vs_60s"] = round(cold / 60, 3)
-        results["noop_build_vs_3s"] = round(noop / 3, 3)
-
-        sizes = first.manifest.sizes
-        apt = AptSource(cache, plan.suite, board.arch.value)
-        baseline = installed_baseline(apt, list(recipe.debian.packages))
-        results["sealed_root_bytes"] = sizes.sealed_root_bytes
-        results["unminimised_root_bytes"] = sizes.unminimised_root_bytes
-        results["installed_normally_bytes"] = baseline
-        results["sealed_vs_16MiB_target"] = round(
-            sizes.sealed_root_bytes / SEALED_ROOT_TARGET, 3
-        )
-        results["sealed_vs_installed_normally"] = round(sizes.sealed_root_bytes / baseline, 4)
-
-        healthy = []
-        for _ in range(args.runs):
-            report = boot_test(first.output_dir, first.manifest, board, log_dir=Path(tmp))
-            if not report.passed:
-                print(f"boot test failed: {report.failure}", file=sys.stderr)
-                return 1
-            healthy.append(report.boot_to_healthy or 0.0)
-        marker = marker_time(board, cache, Path(tmp), args.runs)
-        results["boot_to_healthy_s"] = round(min(healthy), 2)
-        results["kernel_to_marker_s"] = round(marker, 2)
-        results["healthy_vs_marker"] = round(min(healthy) / marker, 2)
-        results["healthy_vs_marker_target"] = 2.0
-        if board.boot in LOADER_HANDOVER:
-            loader = loader_time(board, first.output_dir, first.manifest, args.runs)
-            results["boot_loader_s"] = round(loader, 2)
-            results["healthy_after_boot_loader_vs_marker"] = round(
-                (min(healthy) - loader) / marker, 2
-            )
-
-    if args.json:
-        json.dump(results, sys.stdout, indent=2)
-        print()
+    if args.show:
+        result = json.loads(args.show.read_text())
     else:
-        width = max(len(k) for k in results)
-        for key, value in results.items():
-            print(f"{key:{width}}  {value}")
+        try:
+            result = measure(args.recipe, args.board, args.runs)
+        except BootFailed as failed:
+            print(f"bench: {failed}", file=sys.stderr)
+            return 1
+    if args.save:
+        args.save.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2) if args.json else show(result))
     return 0
 
 

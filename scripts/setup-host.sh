@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the host tools appliancekit needs on Debian 12 (idempotent: installs only what is missing).
+# `setup-host.sh bench` adds what `make bench` needs for its plain-Debian baseline: mmdebstrap,
+# and qemu-user-static + binfmt to run the target architecture's maintainer scripts.
 set -euo pipefail
+extra="${1:-}"
 # nix-bin: Debian 12's is Nix 2.8, which the tests use to parse and evaluate rendered flakes.
 # It cannot build them (nixpkgs needs Nix >= 2.18): see appliancekit/nixos/nixversion.py.
 packages=(
@@ -12,6 +15,9 @@ packages=(
   device-tree-compiler busybox-static
   pdns-server pdns-backend-sqlite3 sqlite3
 )
+if [ "$extra" = bench ]; then
+  packages+=(mmdebstrap qemu-user-static binfmt-support arch-test)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -69,4 +75,20 @@ if ! dpkg --compare-versions "${qemu_now:-0}" ge "$qemu_min" \
   echo "setup-host: installing QEMU >= $qemu_min${suite:+ from $suite}"
   apt-get install -y -qq --no-install-recommends ${suite:+-t "$suite"} \
     qemu-system-arm qemu-system-x86 qemu-system-common qemu-system-data qemu-utils >/dev/null
+fi
+
+if [ "$extra" = bench ]; then
+  # In a container binfmt_misc may be unmounted and binfmt-support's service is not started
+  # (policy-rc.d): register the emulators of the boards' architectures (arm64, armhf) here.
+  binfmt=/proc/sys/fs/binfmt_misc
+  if [ ! -e "$binfmt/status" ]; then
+    [ "$(id -u)" -eq 0 ] || { echo "setup-host: binfmt_misc is not mounted (run as root)" >&2; exit 2; }
+    mount -t binfmt_misc binfmt_misc "$binfmt"
+  fi
+  for emulator in qemu-aarch64 qemu-arm; do
+    if [ ! -e "$binfmt/$emulator" ]; then
+      [ "$(id -u)" -eq 0 ] || { echo "setup-host: $emulator is not registered with binfmt_misc (run as root)" >&2; exit 2; }
+      update-binfmts --enable "$emulator"
+    fi
+  done
 fi

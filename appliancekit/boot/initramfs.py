@@ -1,8 +1,8 @@
 """The tiny generated initramfs: busybox (initramfs only), dmsetup, mke2fs, the board's modules.
 
-Measured (DESIGN.md): Debian's generic initramfs spends 21-25 s in udev under TCG; this one
-reaches a verity-mounted root in a fraction of that. Its contents come from the same
-target-architecture packages and ELF closure machinery as the root.
+Why not Debian's generic initramfs (udev alone takes longer under TCG than this whole boot)
+and what it does: docs/architecture.md; the figures: docs/measurements.md. Its contents come
+from the same target-architecture packages and ELF closure machinery as the root.
 """
 
 from __future__ import annotations
