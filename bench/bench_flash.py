@@ -110,7 +110,7 @@ def timed(argv: list[str]) -> float:
 
 
 def sha256(path: Path) -> str:
-    from appliancekit.disk import sha256_file
+    from appliancekit.digest import sha256_file
 
     return sha256_file(path)
 
