@@ -36,6 +36,7 @@ from appliancekit.manifest import (
     MANIFEST,
     DiskRecord,
     Manifest,
+    ServiceRecord,
     SizeRecord,
     VerityRecord,
     read_manifest,
@@ -347,6 +348,7 @@ def _build_into(
             kernel_bytes=kernel.image.stat().st_size,
         ),
         backend="debian",
+        services=tuple(ServiceRecord(s.name, s.user, s.root_reason) for s in plan.recipe.services),
         probes=[_probe_json(p) for p in plan.recipe.probes],
         ports=sorted({*plan.recipe.ports, *(p.port for p in plan.recipe.probes)}),
         extra={

@@ -102,6 +102,15 @@ class VerityRecord:
 
 
 @dataclass(frozen=True)
+class ServiceRecord:
+    """A supervised service as its recipe declares it (checked by `appliancekit audit`)."""
+
+    name: str
+    user: str  # "root" or a [[user]] of the recipe
+    root_reason: str = ""  # the recipe's reason, for a service that runs as root
+
+
+@dataclass(frozen=True)
 class SizeRecord:
     disk_bytes: int
     # Known for images built here; None for a Nix-built image (Nix does not report them).
@@ -133,6 +142,7 @@ class Manifest:
     probes: list[dict[str, Any]]
     ports: list[int]
     backend: Backend = "debian"
+    services: tuple[ServiceRecord, ...] = ()  # empty in manifests written before it existed
     format: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -52,6 +52,7 @@ errors, with a "did you mean" suggestion)::
     name = "nginx"               # required, unique
     exec = ["/usr/sbin/nginx", "-g", "daemon off;"]  # required; exec[0] absolute
     user = "www-data"            # "root" (default) or a declared [[user]]
+    root_reason = "..."          # why it must run as root (`appliancekit audit` asks for it)
     environment = { KEY = "value" }  # strings only
     working_directory = "/"      # absolute
 
@@ -209,6 +210,7 @@ class Service:
     user: str = "root"
     environment: tuple[tuple[str, str], ...] = ()
     working_directory: str = "/"
+    root_reason: str = ""  # why it runs as root; `appliancekit audit` fails a root one without
     # Commands run (as the service's user, in order) before exec on every start, or only
     # while `creates` does not exist yet: first-boot initialisation without a shell.
     setup: tuple[tuple[str, ...], ...] = ()
@@ -398,6 +400,7 @@ _SERVICE = (
     ),
     Field("exec", _argv, required=True),
     Field("user", string(), default="root"),
+    Field("root_reason", string(nonempty=False), default=""),
     Field("environment", string_table(), default=()),
     Field("working_directory", abs_path(), default="/"),
     Field("setup", list_of(_argv), default=()),

@@ -1,0 +1,1 @@
+"""One module per audit check; each registers itself with `@audit_check`."""
