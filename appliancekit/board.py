@@ -41,6 +41,10 @@ Format (keys marked *required* must be present; unknown keys are errors)::
     config = { arm_64bit = "1" } # boot path settings: config.txt lines on the Pi, the SPL
                                  # and U-Boot environment for uboot (boot/rpi.py, boot/uboot.py)
 
+    [ec2]                        # optional: `appliancekit deploy` launches it on EC2
+    instance_type = "t4g.micro"  # required: the instance type members on this board get
+    data_volume_gib = 8          # the member's EBS data volume, kept across replacements
+
     [nixos]                      # optional: how the NixOS backend builds this board
     image = "repart"             # required: repart | amazon | raspberry-pi | sunxi
                                  # (the nixpkgs image module route, appliancekit/nixos/boards.py)
@@ -182,6 +186,14 @@ class NixosSpec:
 
 
 @dataclass(frozen=True)
+class Ec2Spec:
+    """How `appliancekit deploy` runs the board on EC2 (appliancekit/deploy/)."""
+
+    instance_type: str
+    data_volume_gib: int = 8
+
+
+@dataclass(frozen=True)
 class Board:
     name: str
     summary: str
@@ -194,6 +206,7 @@ class Board:
     suite: str = "trixie"
     firmware: FirmwareSpec = FirmwareSpec()
     nixos: NixosSpec | None = None
+    ec2: Ec2Spec | None = None
 
 
 # --------------------------------------------------------------------------- loading
@@ -257,8 +270,17 @@ _NIXOS = (
     Field("build_system", optional_string(), default=None),
     Field("uboot_defconfig", optional_string(), default=None),
 )
+_EC2 = (
+    Field(
+        "instance_type",
+        string(pattern=r"[a-z][a-z0-9-]*\.[a-z0-9]+", hint='expected an EC2 type like "t4g.micro"'),
+        required=True,
+    ),
+    Field("data_volume_gib", integer(1, 16384), default=8),
+)
 _TOP = (
     Field("board", table(_BOARD), required=True),
+    Field("ec2", table(_EC2), default=None),
     Field("firmware", table(_FIRMWARE), default=None),
     Field("nixos", table(_NIXOS), default=None),
     Field("kernel", table(_KERNEL), required=True),
@@ -284,6 +306,7 @@ def load_board(path: Path) -> Board:
         qemu=QemuSpec(**top["qemu"]),
         firmware=FirmwareSpec(**top["firmware"]) if top["firmware"] else FirmwareSpec(),
         nixos=NixosSpec(**top["nixos"]) if top["nixos"] else None,
+        ec2=Ec2Spec(**top["ec2"]) if top["ec2"] else None,
         **board,
     )
 

@@ -24,7 +24,10 @@ from appliancekit.tomlsource import TomlSource
 SETTINGS_FILE = "settings.env"
 NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-UNIVERSAL = ("hostname",)
+# understood by every appliance's initramfs: its host name, and the serial number (an EBS
+# volume id) of a disk that holds /data instead of the data partition
+UNIVERSAL = ("hostname", "data_volume")
+_VOLUME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 MAX_VALUE = 4096
 
 
@@ -66,6 +69,11 @@ def check_setting(
             value = check_hostname(value)
         except ValueError as exc:
             raise UserError(str(exc), **where) from None
+    if name == "data_volume" and not _VOLUME.fullmatch(value):
+        raise UserError(
+            f"setting data_volume: {value!r} is not a disk serial number (e.g. vol-0123abcd)",
+            **where,
+        )
     return value
 
 

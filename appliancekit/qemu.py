@@ -66,6 +66,7 @@ class Drive:
     device: str = "virtio-blk-pci"  # any -device name; "nvme" adds serial=; "sd" uses if=sd
     snapshot: bool = True  # writes go to a temporary overlay, the image stays untouched
     format: str = "raw"
+    serial: str | None = None  # the disk's serial number (default: its drive id for NVMe)
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,8 @@ def _drive_args(index: int, drive: Drive) -> list[str]:
     drive_id = f"drive{index}"
     device = f"{drive.device},drive={drive_id}"
     controller: list[str] = []
-    if drive.device == "nvme":
-        device += f",serial={drive_id}"
+    if drive.serial or drive.device == "nvme":
+        device += f",serial={_opt(drive.serial or drive_id)}"
     elif drive.device == "scsi-hd":
         # one virtio-scsi controller per disk (Proxmox's virtio-scsi-single); QEMU needs the
         # bus before the disk on its command line

@@ -12,18 +12,13 @@ for one call, everything else is the real client talking to the server.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
-import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
@@ -41,39 +36,16 @@ from appliancekit.publish.ec2 import (
     volume_size_gib,
 )
 from appliancekit.publish.image import open_image_dir
+from tests.moto_support import CREDENTIALS, REGION, moto_server
 from tests.test_publish_support import make_image, needs_disk_tools
 
 pytestmark = needs_disk_tools
-REGION = "eu-central-1"
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    # moto otherwise loads its catalogue of public AMIs per region (2 s each)
-    saved = os.environ.get("MOTO_EC2_LOAD_DEFAULT_AMIS")
-    os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    # moto builds each service's app on its first request (~1.5 s of imports): do that in
-    # the background while the images fixture runs mkfs/sfdisk
-    warm = threading.Thread(target=_warm_up, args=(url,), daemon=True)
-    warm.start()
-    try:
+    with moto_server() as url:
         yield url
-    finally:
-        server.stop()
-        if saved is None:
-            os.environ.pop("MOTO_EC2_LOAD_DEFAULT_AMIS", None)
-        else:
-            os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = saved
 
 
 @pytest.fixture(scope="module")
@@ -99,22 +71,6 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ),
         "s3": make_image(base / "s3", name="syn-ec2-s3", board="ec2-arm64", data_mib=8, seed=15),
     }
-
-
-def _warm_up(url: str) -> None:
-    for service, call in (("ec2", "describe_regions"), ("ebs", None), ("s3", "list_buckets")):
-        client = boto3.client(
-            service,
-            region_name=REGION,
-            endpoint_url=url,
-            config=botocore.config.Config(retries={"total_max_attempts": 1}),
-            **CREDENTIALS,
-        )
-        with contextlib.suppress(Exception):  # moto answers the unknown snapshot with a 500
-            if call:
-                getattr(client, call)()
-            else:
-                client.list_snapshot_blocks(SnapshotId="snap-00000000000000000")
 
 
 class Recorder:

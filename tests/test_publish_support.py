@@ -49,6 +49,8 @@ def make_image(
     data_mib: int = 64,
     seed: int = 1,
     boot_files: dict[str, bytes] | None = None,
+    recipe: str = "synthetic",
+    ports: tuple[int, ...] = (),
 ) -> Path:
     """Write an image directory (disk.img, manifest.json, SHA256SUMS) and return it."""
     directory = Path(directory)
@@ -78,7 +80,7 @@ def make_image(
     )
     manifest = Manifest(
         name=name,
-        recipe="synthetic",
+        recipe=recipe,
         board=board,
         arch=arch,
         suite="trixie",
@@ -96,7 +98,7 @@ def make_image(
         disk=DiskRecord.of(disk, "disk.img"),
         sizes=SizeRecord(disk_bytes=disk.size),
         probes=[],
-        ports=[],
+        ports=list(ports),
     )
     write_manifest(directory, manifest)
     write_sha256sums(directory, ["disk.img", "manifest.json"])
