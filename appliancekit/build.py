@@ -26,6 +26,7 @@ from appliancekit.boot.kmod import find_kernel
 from appliancekit.cache import Cache
 from appliancekit.digest import fingerprint, sha256_file
 from appliancekit.disk import (
+    FAT_EPOCH,
     PartitionRole,
     PartitionSpec,
     assemble_disk,
@@ -48,6 +49,7 @@ from appliancekit.publish.image import write_image_bmap
 from appliancekit.recipe import Recipe, ResolvedSettings, SettingKind
 from appliancekit.rootfs import build_root
 from appliancekit.seal import seal_tree
+from appliancekit.sourcedate import source_date_epoch
 from appliancekit.sources import pypi
 from appliancekit.sources.debian import AptSource, DebPackage, select_kernel_packages
 from appliancekit.sources.unpack import UnpackedPackage, unpack
@@ -78,6 +80,16 @@ class BuildPlan:
     @property
     def output_dir(self) -> Path:
         return self.images_dir / self.name
+
+    def source_paths(self) -> list[Path]:
+        """The recipe directory and every path setting: what the recipe's files and copied
+        trees are made from."""
+        paths = [self.recipe.directory]
+        values = self.settings.as_dict()
+        for setting in self.recipe.settings:
+            if setting.kind == SettingKind.PATH and values.get(setting.name) is not None:
+                paths.append(Path(str(values[setting.name])))
+        return paths
 
 
 @dataclass(frozen=True)
@@ -112,7 +124,8 @@ def build(
     sources = resolve_sources(plan, apt)
     for problem in sources.missing_indexes:
         reporter.info(f"warning: building without an index apt could not verify: {problem}")
-    inputs = input_fingerprint(plan, sources)
+    epoch = source_date_epoch(plan.source_paths())
+    inputs = input_fingerprint(plan, sources, epoch)
     existing = read_manifest(plan.output_dir)
     if (
         not force
@@ -142,7 +155,7 @@ def build(
     tmp_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{plan.name}.", dir=tmp_root))
     try:
-        manifest = _build_into(plan, sources, unpacked, inputs, work, reporter, wheels)
+        manifest = _build_into(plan, sources, unpacked, inputs, epoch, work, reporter, wheels)
         replace_dir(work / "out", plan.output_dir, scratch=tmp_root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -165,8 +178,10 @@ def resolve_sources(plan: BuildPlan, apt: AptSource) -> ResolvedSources:
     )
 
 
-def input_fingerprint(plan: BuildPlan, sources: ResolvedSources) -> str:
-    """Everything the image depends on; equal fingerprints mean an identical image."""
+def input_fingerprint(plan: BuildPlan, sources: ResolvedSources, epoch: int = 0) -> str:
+    """Everything the image depends on; equal fingerprints mean an identical image.
+
+    `epoch` is the build's SOURCE_DATE_EPOCH (every file's mtime in the image)."""
     settings = {}
     for setting in plan.recipe.settings:
         value = plan.settings.as_dict().get(setting.name)
@@ -181,9 +196,10 @@ def input_fingerprint(plan: BuildPlan, sources: ResolvedSources) -> str:
             "recipe": _tree_digest(plan.recipe.directory),
             "board": sha256_file(plan.board.source_file),
             "settings": settings,
-            "packages": [
-                p.sha256 for p in sorted(set(sources.root + sources.initramfs + sources.kernel))
-            ],
+            # every package whose bytes reach the disk, the boot firmware (raspi-firmware,
+            # u-boot-sunxi, systemd-boot-efi) included
+            "packages": [p.sha256 for p in sources.all()],
+            "source_date_epoch": epoch,
             "missing_indexes": list(sources.missing_indexes),
         }
     )
@@ -201,6 +217,7 @@ IMAGE_CODE = (
     "recipe.py",
     "rootfs.py",
     "seal.py",
+    "sourcedate.py",
     "supervisor.py",
     "tomlsource.py",
     "tree.py",
@@ -215,6 +232,8 @@ def _code_digest() -> str:
 
 
 def _tree_digest(path: Path) -> str:
+    """Names, contents and the executable bit (as git records them): the other mode bits
+    come from the umask of whoever checked the tree out and never reach the image."""
     if path.is_file():
         return sha256_file(path)
     parts = []
@@ -223,9 +242,8 @@ def _tree_digest(path: Path) -> str:
         for name in sorted(filenames):
             full = Path(dirpath) / name
             if full.is_file() and not name.endswith(".pyc"):
-                parts.append(
-                    (str(full.relative_to(path)), sha256_file(full), full.stat().st_mode & 0o777)
-                )
+                executable = bool(full.stat().st_mode & 0o111)
+                parts.append((str(full.relative_to(path)), sha256_file(full), executable))
     return fingerprint(parts)
 
 
@@ -234,6 +252,7 @@ def _build_into(
     sources: ResolvedSources,
     unpacked: Mapping[DebPackage, UnpackedPackage],
     inputs: str,
+    epoch: int,
     work: Path,
     reporter: Reporter,
     wheels: pypi.PythonInstall | None = None,
@@ -252,7 +271,7 @@ def _build_into(
     materialise(tree, staging)
 
     reporter.step("sealing (erofs + dm-verity)")
-    sealed = seal_tree(staging, work / "seal", inputs)
+    sealed = seal_tree(staging, work / "seal", inputs, epoch=epoch)
     shutil.rmtree(staging)
 
     reporter.step("kernel and initramfs")
@@ -282,7 +301,14 @@ def _build_into(
     )
     boot_bytes = sum(p.stat().st_size for p in boot.files.values())
     boot_size = max(board.disk.boot_size_mib * MIB, _round_mib(boot_bytes * 1.1 + 4 * MIB))
-    boot_image = make_fat_image(work / "boot.vfat", boot.files, boot_size, "AK-BOOT", inputs)
+    boot_image = make_fat_image(
+        work / "boot.vfat",
+        boot.files,
+        boot_size,
+        "AK-BOOT",
+        inputs,
+        epoch=max(epoch, FAT_EPOCH),  # FAT cannot say anything before 1980
+    )
 
     reporter.step("assembling the disk image")
     disk = assemble_disk(
@@ -315,6 +341,7 @@ def _build_into(
         suite=plan.suite,
         boot=board.boot.value,
         inputs=inputs,
+        source_date_epoch=epoch,
         appliancekit=appliancekit.__version__,
         settings={k: str(v) for k, v in plan.settings.values},
         packages=[

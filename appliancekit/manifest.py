@@ -144,6 +144,9 @@ class Manifest:
     backend: Backend = "debian"
     services: tuple[ServiceRecord, ...] = ()  # empty in manifests written before it existed
     format: int = FORMAT_VERSION
+    # every file's mtime in the sealed root and on the boot partition (UTC seconds; see
+    # sourcedate.py)
+    source_date_epoch: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def partition(self, name: str) -> PartitionRecord:

@@ -1,10 +1,12 @@
 """Seal a root tree: a reproducible erofs image plus its dm-verity hash image.
 
-Reproducibility (measured with erofs-utils 1.5 on Debian 12): `mkfs.erofs -T0` stamps every
-inode and the superblock with time 0 whatever the tree's mtimes are, and the image layout
-does not depend on the order in which files were created (readdir order): the same
-contents, ownership and modes give the same bytes. The tree is therefore left untouched
-(no mtime normalisation needed). `--all-root`/`--force-uid` are never used: the ownership
+Reproducibility (measured with erofs-utils 1.5 on Debian 12): `mkfs.erofs -T EPOCH` stamps
+every inode and the superblock with EPOCH whatever the tree's mtimes are, and the image
+layout does not depend on the order in which files were created (readdir order): the same
+contents, ownership, modes and EPOCH give the same bytes. The tree is therefore left
+untouched (no mtime normalisation needed). EPOCH is the build's SOURCE_DATE_EPOCH
+(sourcedate.py), not 0: services derive cache validators from mtimes (nginx's ETag and
+Last-Modified), which must change from one release to the next. `--all-root`/`--force-uid` are never used: the ownership
 in the tree is what the services run with. `veritysetup format` is deterministic given a
 fixed salt and UUID.
 """
@@ -90,8 +92,9 @@ def derive_salt(seed: str) -> str:
 _ROOT_HASH_RE = re.compile(r"^Root hash:\s*([0-9a-f]+)\s*$", re.MULTILINE)
 
 
-def seal_tree(tree: Path, workdir: Path, seed: str) -> SealedRoot:
-    """Build workdir/root.erofs from `tree` and workdir/root.verity (its hash tree)."""
+def seal_tree(tree: Path, workdir: Path, seed: str, *, epoch: int = 0) -> SealedRoot:
+    """Build workdir/root.erofs from `tree` (every file stamped with `epoch`) and
+    workdir/root.verity (its hash tree)."""
     tree = Path(tree)
     workdir = Path(workdir)
     if not tree.is_dir():
@@ -105,7 +108,7 @@ def seal_tree(tree: Path, workdir: Path, seed: str) -> SealedRoot:
     verity_uuid = derive_uuid(seed, "verity")
     salt = derive_salt(seed)
 
-    run(["mkfs.erofs", "--quiet", "-zlz4hc", "-T0", f"-U{erofs_uuid}", erofs_image, tree])
+    run(["mkfs.erofs", "--quiet", "-zlz4hc", f"-T{epoch}", f"-U{erofs_uuid}", erofs_image, tree])
     size = erofs_image.stat().st_size
     padded = -(-size // BLOCK_SIZE) * BLOCK_SIZE
     if padded != size:

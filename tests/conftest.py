@@ -87,6 +87,43 @@ def homepage_image(appliances: ApplianceCache) -> Path:
     return appliances.build("homepage", "qemu-virt-arm64").output_dir
 
 
+@pytest.fixture(scope="session")
+def homepage_cli_test(homepage_image: Path, session_images: Path) -> dict[str, object]:
+    """`appliancekit test homepage --board qemu-virt-arm64 --json` on the session's image:
+    one boot through the real command line, its report shared by the tests that read it."""
+    result = run_cli(
+        "test",
+        "homepage",
+        "--board",
+        "qemu-virt-arm64",
+        "--json",
+        env={"APPLIANCEKIT_IMAGES": str(session_images)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def checkout(source: Path, dest: Path, umask: int) -> Path:
+    """`source` written out afresh as a checkout under `umask` would be (git creates files
+    0666 or 0777 minus the umask), keeping the mtimes."""
+    old = os.umask(umask)
+    try:
+        for dirpath, _dirnames, filenames in os.walk(source):
+            rel = Path(dirpath).relative_to(source)
+            (dest / rel).mkdir(parents=True, exist_ok=True)
+            for name in filenames:
+                src = Path(dirpath) / name
+                executable = os.stat(src).st_mode & 0o100
+                mode = 0o777 if executable else 0o666
+                fd = os.open(dest / rel / name, os.O_WRONLY | os.O_CREAT, mode)
+                with os.fdopen(fd, "wb") as out:
+                    out.write(src.read_bytes())
+                os.utime(dest / rel / name, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns))
+    finally:
+        os.umask(old)
+    return dest
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, check: bool = False
 ) -> subprocess.CompletedProcess[str]:

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import time
+from email.utils import formatdate
 from pathlib import Path
 
 import pytest
 
 from appliancekit.board import find_board
 from appliancekit.boottest import boot_test
+from appliancekit.build import BuildPlan, build
+from appliancekit.cache import Cache, default_cache_dir
 from appliancekit.digest import sha256_file
 from appliancekit.manifest import load_manifest
+from appliancekit.output import Reporter
+from appliancekit.recipe import find_recipe, resolve_settings
 from appliancekit.seal import list_erofs_paths
 
-from .conftest import PROJECT, boot_twice_on_a_bigger_disk, build_appliance, run_cli
+from .conftest import PROJECT, boot_twice_on_a_bigger_disk, build_appliance, checkout, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -88,17 +95,8 @@ def test_sealed_root_has_no_shell_or_package_manager(homepage_image: Path, tmp_p
     )
 
 
-def test_boot_test_passes_with_json(homepage_image: Path, session_images: Path) -> None:
-    result = run_cli(
-        "test",
-        "homepage",
-        "--board",
-        "qemu-virt-arm64",
-        "--json",
-        env={"APPLIANCEKIT_IMAGES": str(session_images)},
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout)
+def test_boot_test_passes_with_json(homepage_cli_test: dict) -> None:
+    report = homepage_cli_test
     assert report["build"]["rebuilt"] is False  # the session's image was reused, not rebuilt
     boot = report["boot_test"]
     assert boot["passed"] is True
@@ -178,3 +176,92 @@ def test_data_partition_grows_and_keeps_data(homepage_image: Path, tmp_path: Pat
     """A card bigger than the image: the first boot grows the data partition to fill it,
     the second boot finds the data the first one wrote (the boot counter on /data)."""
     boot_twice_on_a_bigger_disk(homepage_image, "qemu-virt-arm64", tmp_path)
+
+
+def test_checkout_under_another_umask_path_and_tz_builds_the_same_image(
+    homepage_image: Path, tmp_path: Path
+) -> None:
+    """The recipe checked out elsewhere under umask 002 (files 0664), dated as git dates the
+    repository's copy, built under umask 002 in another time zone: the same disk, bit for
+    bit (the build does not consult the package cache's path either: it is not an input)."""
+    first = load_manifest(homepage_image)
+    recipes = tmp_path / "elsewhere/recipes"
+    recipe_dir = checkout(PROJECT.recipes_dir / "homepage", recipes / "homepage", 0o002)
+    assert (recipe_dir / "recipe.toml").stat().st_mode & 0o777 == 0o664
+    for path in [recipe_dir, *recipe_dir.rglob("*")]:
+        os.utime(path, (first.source_date_epoch, first.source_date_epoch))
+    recipe = find_recipe("homepage", recipes)
+    plan = BuildPlan(
+        recipe,
+        find_board("qemu-virt-arm64", PROJECT.boards_dir),
+        resolve_settings(recipe, {}),
+        tmp_path / "images",
+    )
+    old_umask, old_tz = os.umask(0o002), os.environ.get("TZ")
+    os.environ["TZ"] = "Pacific/Kiritimati"  # UTC+14
+    time.tzset()
+    try:
+        again = build(plan, Cache(default_cache_dir()), Reporter())
+    finally:
+        os.umask(old_umask)
+        if old_tz is None:
+            os.environ.pop("TZ")
+        else:
+            os.environ["TZ"] = old_tz
+        time.tzset()
+    assert again.rebuilt
+    assert again.manifest.source_date_epoch == first.source_date_epoch
+    assert again.manifest.inputs == first.inputs
+    assert again.manifest.disk.sha256 == first.disk.sha256
+
+
+def _validators(report: dict, name: str = "homepage") -> dict[str, str]:
+    """ETag and Last-Modified as the http probe saw them from the appliance's nginx."""
+    detail = next(p["detail"] for p in report["probes"] if p["name"] == name)
+    etag = re.search(r'ETag ("[^"]*")', detail)
+    modified = re.search(r"Last-Modified ([^,]+, [^,]+ GMT)", detail)
+    assert etag and modified, detail
+    return {"ETag": etag.group(1), "Last-Modified": modified.group(1)}
+
+
+def test_two_releases_of_equal_size_get_new_validators(
+    homepage_cli_test: dict, homepage_image: Path, tmp_path: Path
+) -> None:
+    """nginx's ETag is "<mtime hex>-<size hex>": with every mtime 0, a new index.html of the
+    same size kept the old ETag and Last-Modified 1970, and caches kept the old page. The
+    session's image (the recipe's site, dated by its git commit) is release 1; release 2 is
+    the same site, one page rewritten to the same size a day later, given with -s site=."""
+    first = load_manifest(homepage_image)
+    page = PROJECT.recipes_dir / "homepage/site/index.html"
+    size = page.stat().st_size
+    site = tmp_path / "public"
+    shutil.copytree(page.parent, site)
+    rewritten = page.read_text().replace("It works", "It moved")
+    assert rewritten != page.read_text() and len(rewritten.encode()) == size
+    (site / "index.html").write_text(rewritten)
+    release = first.source_date_epoch + 86_400
+    for path in site.rglob("*"):
+        os.utime(path, (release, release))
+    images = tmp_path / "images"
+    second = build_appliance("homepage", "qemu-virt-arm64", images, {"site": str(site)})
+    assert second.manifest.source_date_epoch == release
+    # the same inputs again: the same epoch, so nothing to do
+    assert not build_appliance("homepage", "qemu-virt-arm64", images, {"site": str(site)}).rebuilt
+
+    report = boot_test(
+        second.output_dir,
+        second.manifest,
+        find_board("qemu-virt-arm64", PROJECT.boards_dir),
+        log_dir=tmp_path,
+    )
+    assert report.passed, f"{report.failure}\n{report.serial_tail}"
+    old = _validators(homepage_cli_test["boot_test"])
+    new = _validators(report.to_json())
+    assert old == {
+        "ETag": f'"{first.source_date_epoch:x}-{size:x}"',
+        "Last-Modified": formatdate(first.source_date_epoch, usegmt=True),
+    }
+    assert new == {
+        "ETag": f'"{release:x}-{size:x}"',
+        "Last-Modified": formatdate(release, usegmt=True),
+    }

@@ -193,6 +193,28 @@ def test_seal_keeps_ownership_and_modes(sealed: SealedRoot):
 
 
 @needs_tools
+def test_epoch_stamps_every_inode_and_changes_the_bytes(tmp_path: Path):
+    """Services derive cache validators from mtimes (nginx: ETag, Last-Modified): the
+    build's SOURCE_DATE_EPOCH, not the tree's mtimes, is what every inode carries."""
+    tree = make_tree(tmp_path / "tree", reverse=False, mtime=1_000_000)
+    release = seal_tree(tree, tmp_path / "w1", "seed", epoch=1_700_000_000)
+    out = tmp_path / "x"
+    argv = ["fsck.erofs", f"--extract={out}", *([] if is_root else ["--no-preserve"])]
+    subprocess.run([*argv, release.erofs_image], check=True, capture_output=True)
+    stamps = {
+        (Path(d) / n).relative_to(out).as_posix(): os.lstat(Path(d) / n).st_mtime
+        for d, dirs, files in os.walk(out)
+        for n in dirs + files
+        if not (Path(d) / n).is_symlink()  # fsck.erofs does not set a link's own time
+    }
+    assert len(stamps) > 60 and set(stamps.values()) == {1_700_000_000}
+    again = seal_tree(tree, tmp_path / "w2", "seed", epoch=1_700_000_000)
+    assert again.erofs_image.read_bytes() == release.erofs_image.read_bytes()
+    later = seal_tree(tree, tmp_path / "w3", "seed", epoch=1_700_086_400)
+    assert later.root_hash != release.root_hash
+
+
+@needs_tools
 def test_flipped_byte_fails_verification(sealed: SealedRoot):
     verify_sealed(sealed)
     with open(sealed.erofs_image, "r+b") as f:

@@ -34,4 +34,10 @@ def check_http(probe: Probe, host: str, port: int, timeout: float) -> str:
             f"HTTP {response.status} but the body does not contain {probe.contains!r} "
             f"(body: {short(body)!r})"
         )
-    return f"HTTP {response.status}, {len(body)} bytes"
+    # the validators caches revalidate with: they must change when a release changes a file
+    validators = "".join(
+        f", {name} {response.getheader(name)}"
+        for name in ("ETag", "Last-Modified")
+        if response.getheader(name)
+    )
+    return f"HTTP {response.status}, {len(body)} bytes{validators}"
