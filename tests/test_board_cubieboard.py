@@ -7,7 +7,7 @@ found in the boot loader image, changes, CRC). Slow tests build the homepage app
 cubieboard through the real SPL and U-Boot from the SD image, with the network probes over
 the emulated EMAC; a bigger card grows its data partition and takes settings.env.
 
-The board builds from bookworm (see boards/cubieboard.toml for why not trixie).
+The board builds from trixie (boards/cubieboard.toml documents the bookworm fallback).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ ENV_SIZE = int(dict(BOARD.firmware.config)["env_size"], 0)
 
 def test_board_file() -> None:
     assert BOARD.arch == Architecture.ARMHF and BOARD.boot == BootPath.UBOOT
+    assert BOARD.suite == "trixie"
     assert BOARD.disk.table == PartitionTable.MBR
     assert BOARD.firmware.packages == ("u-boot-sunxi",)
     config = dict(BOARD.firmware.config)

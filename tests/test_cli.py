@@ -28,13 +28,13 @@ def test_list_boards_json() -> None:
         "ec2-x86_64": ("amd64", "uki"),
         "ec2-arm64": ("arm64", "uki"),
     }.items() <= shapes.items()
-    assert boards["cubieboard"]["suite"] == "bookworm" and boards["rpi4"]["nixos"] == "raspberry-pi"
+    assert boards["cubieboard"]["suite"] == "trixie" and boards["rpi4"]["nixos"] == "raspberry-pi"
 
 
 def test_list_boards_text() -> None:
     lines = run_cli("list", "boards", check=True).stdout.splitlines()
     assert lines[0].split() == ["NAME", "ARCH", "BOOT", "SUITE", "NIXOS", "QEMU", "SUMMARY"]
-    assert any(line.split()[:5] == ["cubieboard", "armhf", "uboot", "bookworm", "sunxi"] for line in lines)
+    assert any(line.split()[:5] == ["cubieboard", "armhf", "uboot", "trixie", "sunxi"] for line in lines)
 
 
 def test_list_recipes_text() -> None:
