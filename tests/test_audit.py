@@ -180,6 +180,15 @@ def test_verity_fails_when_the_kernel_gets_another_root_hash(tmp_path: Path) -> 
     )
 
 
+def test_disk_changed_after_the_build_fails(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "img")
+    with open(image / "disk.img", "r+b") as disk:  # the gap before the root partition
+        disk.seek(4096)
+        disk.write(b"changed")
+    findings = _failed(image, "disk-sha256")
+    assert len(findings) == 1 and "the manifest records" in findings[0]
+
+
 @pytest.mark.parametrize(
     ("path", "category"),
     [
