@@ -18,8 +18,9 @@ import jinja2
 
 from appliancekit.board import Board
 from appliancekit.boot import boot_path
+from appliancekit.devsettings import render_user_data
 from appliancekit.flash import read_device_settings, write_device_settings
-from appliancekit.imds import ImdsServer, settings_user_data
+from appliancekit.imds import ImdsServer
 from appliancekit.manifest import Manifest
 from appliancekit.probes import ProbeResult, forward_map, forwards_for, wait_for_probes
 from appliancekit.qemu import BootError, Drive, Machine, QemuConfig
@@ -101,7 +102,7 @@ def with_test_settings(disk: Path, manifest: Manifest, workdir: Path, *, in_plac
     if not in_place:
         subprocess.run(["cp", "--sparse=always", str(disk), str(target)], check=True)
     existing = read_device_settings(target, manifest) or {}
-    write_device_settings(target, manifest, {**wanted, **existing})
+    write_device_settings(target, manifest, {k: v for k, v in wanted.items() if k not in existing})
     return target
 
 
@@ -174,7 +175,7 @@ def boot_test(
         imds = None
         if board.qemu.imds:
             user_data = dict(USER_DATA if user_data is None else user_data)
-            imds = stack.enter_context(ImdsServer(settings_user_data(user_data)))
+            imds = stack.enter_context(ImdsServer(render_user_data(user_data, manifest)))
             settings.update(user_data)
         probes = probes_from_manifest(manifest, settings)
         forwards = forwards_for(probes, manifest.ports)

@@ -24,6 +24,7 @@ from appliancekit.boot import BootInputs, boot_path
 from appliancekit.boot import initramfs as initramfs_stage
 from appliancekit.boot.kmod import find_kernel
 from appliancekit.cache import Cache
+from appliancekit.devsettings import setting_records
 from appliancekit.digest import fingerprint, sha256_file
 from appliancekit.disk import (
     FAT_EPOCH,
@@ -49,6 +50,7 @@ from appliancekit.publish.image import write_image_bmap
 from appliancekit.recipe import Recipe, ResolvedSettings, SettingKind
 from appliancekit.rootfs import build_root
 from appliancekit.seal import seal_tree
+from appliancekit.settings_kinds import as_text
 from appliancekit.sourcedate import source_date_epoch
 from appliancekit.sources import pypi
 from appliancekit.sources.debian import AptSource, DebPackage, select_kernel_packages
@@ -343,7 +345,8 @@ def _build_into(
         inputs=inputs,
         source_date_epoch=epoch,
         appliancekit=appliancekit.__version__,
-        settings={k: str(v) for k, v in plan.settings.values},
+        settings={k: as_text(v) for k, v in plan.settings.values},
+        setting_records=setting_records(plan.recipe),
         packages=[
             p.to_json() | {"role": role}
             for role, group in (

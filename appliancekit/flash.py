@@ -2,7 +2,8 @@
 
 Order of work, so that nothing is written unless everything checks out:
 
-1. per-device settings are validated (names, values, hostname syntax);
+1. per-device settings are checked against the image's manifest: each must be a per-device
+   setting of its recipe, and its value pass its kind's conversion (devsettings);
 2. the target is checked (blockdev.check_target: mounted, system disk, removable, size);
 3. the user confirms (block devices on a TTY; --yes for scripts; no TTY and no --yes on a
    block device = refusal);
@@ -35,7 +36,8 @@ import zstandard
 from appliancekit.blockdev import HostView, Target, check_target
 from appliancekit.devsettings import (
     SETTINGS_FILE,
-    check_setting,
+    check_device_settings,
+    masked,
     parse_settings_env,
     render_settings_env,
 )
@@ -335,12 +337,14 @@ def read_device_settings(target: Path, manifest: Manifest) -> dict[str, str] | N
 def write_device_settings(
     target: Path, manifest: Manifest, settings: Mapping[str, str]
 ) -> dict[str, str]:
-    """Merge `settings` over any settings.env already in the target's boot partition and
-    write it back with mtools; return what the file now holds."""
+    """Merge `settings` (checked against the manifest's per-device settings) over any
+    settings.env already in the target's boot partition and write it back with mtools;
+    return what the file now holds."""
     part = boot_partition(manifest)
+    checked = check_device_settings(settings, manifest)
     merged = dict(read_device_settings(target, manifest) or {})
-    merged.update(settings)
-    text = render_settings_env(merged)
+    merged.update(checked)
+    text = render_settings_env(merged, header="per-device settings, written by appliancekit flash")
     with tempfile.TemporaryDirectory(prefix="ak-settings-") as tmp:
         src = Path(tmp) / SETTINGS_FILE
         src.write_text(text)
@@ -401,13 +405,10 @@ def flash(
 
     rep = reporter if isinstance(reporter, Reporter) else Reporter()
     started = time.monotonic()
-    settings = {name: check_setting(name, value) for name, value in (settings or {}).items()}
     source = find_source(source_path)
+    settings = check_device_settings(settings or {}, source.manifest)
     if settings:
         boot_partition(source.manifest)
-        known = {"hostname", *source.manifest.settings}
-        for name in sorted(set(settings) - known):
-            rep.info(f"warning: setting {name!r} is not declared by {source.manifest.recipe}")
     target = check_target(target_path, source.size, view=view or HostView(), force=force)
     if target.exists and os.path.samefile(source.data, target.path):
         raise UserError(f"{target.path} is the source image itself")
@@ -435,7 +436,7 @@ def flash(
         ranges=len(bmap.ranges),
         dry_run=dry_run,
         verified=False,
-        settings=dict(settings),
+        settings=masked(settings, source.manifest),
         plan=list(bmap.byte_ranges()),
     )
     if dry_run:
@@ -460,7 +461,8 @@ def flash(
         read_back(target.path, bmap, progress=_Rate(task, "verifying"))
     result.verified = True
     if settings:
-        result.settings = write_device_settings(target.path, source.manifest, settings)
+        written = write_device_settings(target.path, source.manifest, settings)
+        result.settings = masked(written, source.manifest)
     if target.kind == "block":
         _reread_partitions(target.path)
     result.seconds = time.monotonic() - started

@@ -5,7 +5,8 @@ IMDSv2 only to a caller holding a session token from `PUT /latest/api/token` (he
 `X-aws-ec2-metadata-token-ttl-seconds`), sent back as `X-aws-ec2-metadata-token`. The
 appliance's initramfs does exactly that (busybox nc) when its kernel command line carries
 `ak.userdata=imds`, and reads the user-data as settings.env lines (NAME=VALUE), ahead of the
-boot partition's settings.
+boot partition's settings. User-data for an image is made (and checked as `flash` checks
+settings) by devsettings.render_user_data, behind `appliancekit user-data`.
 
 The boot test runs `ImdsServer` on 127.0.0.1 and points QEMU's user-mode network at it:
 libslirp forwards guest connections only to addresses inside the guest network, so the
@@ -21,7 +22,6 @@ import select
 import socket
 import sys
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -31,11 +31,6 @@ TOKEN_PATH = "/latest/api/token"
 USER_DATA_PATH = "/latest/user-data"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
-
-
-def settings_user_data(settings: Mapping[str, str]) -> bytes:
-    """User-data in settings.env format (what the initramfs reads)."""
-    return "".join(f"{name}={value}\n" for name, value in sorted(settings.items())).encode()
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,18 @@ class SizeRecord:
 
 
 @dataclass(frozen=True)
+class SettingRecord:
+    """A recipe setting as flash, user-data and the boot test need it (no recipe at hand):
+    what it is called, which kind checks its values (settings_kinds), whether it is given
+    per device (settings.env, user-data) or baked in, and whether it is never shown."""
+
+    name: str
+    kind: str  # a settings_kinds.SettingKind value
+    per_device: bool = False
+    secret: bool = False
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     recipe: str
@@ -148,6 +160,8 @@ class Manifest:
     # sourcedate.py)
     source_date_epoch: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # empty in manifests written before settings had records (devsettings asks to rebuild)
+    setting_records: tuple[SettingRecord, ...] = ()
 
     def partition(self, name: str) -> PartitionRecord:
         return self.disk.partition(name)

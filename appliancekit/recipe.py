@@ -102,6 +102,13 @@ from pathlib import Path
 from typing import Any
 
 from appliancekit.errors import UserError
+from appliancekit.settings_kinds import (
+    DEVICE_NAME_RE,
+    SECRET_KINDS,
+    SettingKind,
+    as_text,
+    convert,
+)
 from appliancekit.tomlsource import (
     Field,
     KeyPath,
@@ -127,18 +134,6 @@ from appliancekit.tomlsource import (
 
 # Every appliance has this per-device setting, whether its recipe declares it or not.
 HOSTNAME_SETTING = "hostname"
-
-
-class SettingKind(StrEnum):
-    STRING = "string"
-    PATH = "path"  # a host directory or file; relative paths are relative to the recipe dir
-    DOMAIN = "domain"
-    SECRET = "secret"
-    INT = "int"
-    BOOL = "bool"
-    EMAIL = "email"
-    DOMAINS = "domains"  # comma-separated domain names (e.g. the zones a DNS server serves)
-    USERS = "users"  # NAME:{SCHEME}HASH entries (mail users with password hashes)
 
 
 class ProbeKind(StrEnum):
@@ -192,6 +187,11 @@ class Setting:
     default: str | int | bool | None  # None: required, no default
     help: str = ""
     per_device: bool = False  # injected at flash/publish time rather than baked in
+
+    @property
+    def secret(self) -> bool:
+        """Never shown on the console or in command output."""
+        return self.kind in SECRET_KINDS
 
 
 @dataclass(frozen=True)
@@ -495,7 +495,7 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
         settings += (
             Setting(
                 HOSTNAME_SETTING,
-                SettingKind.STRING,
+                SettingKind.HOSTNAME,
                 app["name"],
                 "The device's host name (set per device at flash time)",
                 per_device=True,
@@ -615,41 +615,50 @@ def _build_users(src: TomlSource, raw: Sequence[dict[str, Any]]) -> tuple[User, 
 def _build_setting(src: TomlSource, name: str, raw: dict[str, Any]) -> Setting:
     kind: SettingKind = raw["kind"]
     default = raw["default"]
-    path = ("settings", name, "default")
+    where = ("settings", name)
+    if name == HOSTNAME_SETTING and kind != SettingKind.HOSTNAME:
+        src.fail((*where, "kind"), f'the {name} setting must have kind = "hostname"')
+    if raw["per_device"]:
+        if not DEVICE_NAME_RE.fullmatch(name):
+            src.fail(where, "a per-device setting's name must match [a-z][a-z0-9_]*")
+        if kind == SettingKind.PATH:
+            src.fail((*where, "kind"), "a path names a file on the build host: not per device")
     if default is not None:
+        path = (*where, "default")
         if kind == SettingKind.INT:
             integer()(src, default, path)
         elif kind == SettingKind.BOOL:
             boolean()(src, default, path)
         else:
             string()(src, default, path)
-            if kind in (
-                SettingKind.DOMAIN,
-                SettingKind.EMAIL,
-                SettingKind.DOMAINS,
-                SettingKind.USERS,
-            ):
-                try:
-                    _convert(kind, default, Path("."))
-                except ValueError as exc:
-                    src.fail(path, str(exc))
+        if kind != SettingKind.PATH:  # paths are checked when resolved (relative to the dir)
+            try:
+                convert(kind, default)
+            except ValueError as exc:
+                src.fail(path, f"{kind} setting: {exc}")
     return Setting(name=name, **raw)
 
 
 def _build_test_settings(
     src: TomlSource, raw: dict[str, Any] | None, settings: Sequence[Setting]
 ) -> tuple[tuple[str, str], ...]:
+    """[test] settings, checked as `flash -s` checks them."""
     if raw is None:
         return ()
-    per_device = {s.name for s in settings if s.per_device}
-    for name, _ in raw["settings"]:
+    per_device = {s.name: s for s in settings if s.per_device}
+    out = []
+    for name, value in raw["settings"]:
         if name not in per_device:
             src.fail(
                 ("test", "settings", name),
                 f"{name!r} is not a per-device setting of this recipe"
                 f" (per-device: {', '.join(sorted(per_device))})",
             )
-    return tuple(raw["settings"])
+        try:
+            out.append((name, as_text(convert(per_device[name].kind, value))))
+        except ValueError as exc:
+            src.fail(("test", "settings", name), f"{per_device[name].kind} setting: {exc}")
+    return tuple(out)
 
 
 def _build_nixos(src: TomlSource, raw: Any) -> tuple[tuple[str, object], ...]:
@@ -699,108 +708,6 @@ def find_recipe(name: str, recipes_dir: Path) -> Recipe:
 
 # --------------------------------------------------------------------------- settings
 
-_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}")
-_ARG = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)", re.DOTALL)
-
-
-def _domain(value: str) -> str:
-    name = value.lower()
-    name = name[:-1] if name.endswith(".") else name
-    labels = name.split(".")
-    if len(name) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(x) for x in labels):
-        raise ValueError(
-            f"{value!r} is not a domain name (RFC 1123 labels separated by dots, e.g. example.org)"
-        )
-    return name
-
-
-def _domains(value: str) -> str:
-    names = [part.strip() for part in value.split(",")]
-    try:
-        return ",".join(_domain(name) for name in names)
-    except ValueError as exc:
-        if len(names) == 1:
-            raise
-        raise ValueError(f"in the comma-separated list {value!r}: {exc}") from None
-
-
-_USER_ENTRY = re.compile(r"(?P<name>[a-z0-9][a-z0-9._-]{0,63}):(?P<password>\{[A-Z0-9.-]+\}\S+)")
-
-
-def _users(value: str) -> str:
-    """NAME:{SCHEME}HASH entries separated by commas or spaces (a hash may hold commas, as
-    ARGON2's do: entries are split only where a new NAME: begins)."""
-    entries = re.split(r"[\s,]+(?=[a-z0-9][a-z0-9._-]*:)", value.strip().strip(","))
-    seen: set[str] = set()
-    for entry in entries:
-        m = _USER_ENTRY.fullmatch(entry)
-        if not m:
-            shown = entry.split(":", 1)[0] + (":..." if ":" in entry else "")
-            raise ValueError(
-                f"user entry {shown!r} is not NAME:{{SCHEME}}HASH (lowercase NAME, a password "
-                "hash such as {SHA512-CRYPT}$6$... from `openssl passwd -6`)"
-            )
-        if m["name"] in seen:
-            raise ValueError(f"user {m['name']!r} is listed twice")
-        seen.add(m["name"])
-    return ",".join(entries)
-
-
-def _email(value: str) -> str:
-    local, at, domain = value.rpartition("@")
-    if not at or not _EMAIL_LOCAL.fullmatch(local) or local.startswith(".") or ".." in local:
-        raise ValueError(f"{value!r} is not an email address (expected user@example.org)")
-    try:
-        return f"{local}@{_domain(domain)}"
-    except ValueError:
-        raise ValueError(f"{value!r} is not an email address (bad domain {domain!r})") from None
-
-
-def _convert(kind: SettingKind, raw: str | int | bool, base: Path) -> str | int | bool:
-    """Convert a setting value to its typed form; ValueError with a readable message."""
-    if kind == SettingKind.INT:
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw):
-            return int(raw)
-        raise ValueError(f"expected an int, got {raw!r}")
-    if kind == SettingKind.BOOL:
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.strip().lower() in _BOOLS:
-            return _BOOLS[raw.strip().lower()]
-        raise ValueError(f"expected a bool (true/false/yes/no/1/0), got {raw!r}")
-    if not isinstance(raw, str) or not raw:
-        raise ValueError(f"expected a non-empty string, got {raw!r}")
-    if kind == SettingKind.DOMAIN:
-        return _domain(raw)
-    if kind == SettingKind.EMAIL:
-        return _email(raw)
-    if kind == SettingKind.USERS:
-        return _users(raw)
-    if kind == SettingKind.DOMAINS:
-        return _domains(raw)
-    if kind == SettingKind.PATH:
-        path = Path(raw).expanduser()
-        path = Path(os.path.abspath(base / path))  # base is ignored for absolute paths
-        if not path.exists():
-            raise ValueError(f"path {str(path)!r} does not exist")
-        return str(path)
-    return raw  # string, secret
-
-
-def parse_setting_args(args: Sequence[str]) -> dict[str, str]:
-    """["site=./public", ...] (from -s) -> {"site": "./public"}; a repeated NAME: last wins."""
-    out: dict[str, str] = {}
-    for arg in args:
-        m = _ARG.fullmatch(arg)
-        if not m:
-            raise UserError(f"expected NAME=VALUE, got {arg!r}", field="-s")
-        out[m["name"]] = m["value"]
-    return out
-
 
 def _setting_line(recipe: Recipe, name: str, key: str | None = None) -> int | None:
     try:
@@ -843,7 +750,7 @@ def resolve_settings(recipe: Recipe, overrides: Mapping[str, str]) -> ResolvedSe
                 field=field_name,
             )
         try:
-            values[s.name] = _convert(s.kind, raw, base)
+            values[s.name] = convert(s.kind, raw, base)
         except ValueError as exc:
             key = "default" if origin == "default" else None
             raise UserError(

@@ -21,6 +21,7 @@ from appliancekit.board import Board
 from appliancekit.errors import UserError
 from appliancekit.minimise import ClosureRequest
 from appliancekit.recipe import Recipe, ResolvedSettings, User
+from appliancekit.settings_kinds import as_text
 from appliancekit.sources.unpack import UnpackedPackage
 from appliancekit.tree import Entry, RootTree
 
@@ -32,6 +33,9 @@ PER_DEVICE_SOURCE = "/etc/appliancekit/per-device"
 PER_DEVICE_TARGET = "/run/appliancekit/per-device"
 PER_DEVICE_FILES = "/etc/appliancekit/per-device-files"
 SETTINGS_DEFAULTS = "/etc/appliancekit/settings.defaults"
+# "NAME KIND" of each per-device setting: the initramfs takes only these from settings.env
+# and user-data, and only values of their kind's characters (settings_kinds.boot_glob)
+SETTINGS_KINDS = "/etc/appliancekit/settings.kinds"
 # Directories the initramfs creates at every boot (state on /data, runtime dirs on /run):
 # "PATH UID GID MODE" lines.
 BOOT_DIRS_FILE = "/etc/appliancekit/boot-dirs"
@@ -86,6 +90,10 @@ def build_root(
     per_device = _generated_files(tree, recipe, context, users)
     tree.add_file(PER_DEVICE_FILES, "".join(f"{line}\n" for line in per_device))
     tree.add_file(SETTINGS_DEFAULTS, _settings_defaults(recipe, settings))
+    tree.add_file(
+        SETTINGS_KINDS,
+        "".join(sorted(f"{s.name} {s.kind}\n" for s in recipe.settings if s.per_device)),
+    )
     _copied_trees(tree, recipe, context, users)
     boot_dirs = _data_links(tree, recipe, users) + _runtime_dirs(recipe, users)
     tree.add_file(BOOT_DIRS_FILE, "".join(f"{line}\n" for line in boot_dirs))
@@ -222,10 +230,7 @@ def _settings_defaults(recipe: Recipe, settings: ResolvedSettings) -> str:
     lines = []
     for setting in recipe.settings:
         if setting.per_device:
-            value = values.get(setting.name, "")
-            if isinstance(value, bool):
-                value = "true" if value else "false"
-            lines.append(f"{setting.name}={value}\n")
+            lines.append(f"{setting.name}={as_text(values.get(setting.name, ''))}\n")
     return "".join(sorted(lines))
 
 

@@ -120,10 +120,14 @@ def test_settings_merge_over_a_settings_env_baked_into_the_image(tmp_path: Path)
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-s", "Hostname=x"], "must match"),
+        (["-s", "Hostname=x"], "'Hostname' is not a per-device setting of synthetic"),
+        (["-s", "site=/etc"], "(per-device: domain, hostname, motd, port, token)"),
         (["-s", "hostname=-bad-"], "not a host name"),
         (["-s", "hostname=a..b"], "not a host name"),
+        (["-s", "domain=not_a_domain", "-s", "port=garbage"], "is not a domain name"),
+        (["-s", "port=garbage"], "-s port: int setting: expected an int"),
         (["-s", "motd=caf\u00e9"], "printable ASCII"),
+        (["-s", "motd=a b;}"], "which configuration files would read as syntax"),
         (["-s", "nothing"], "NAME=VALUE"),
     ],
 )

@@ -25,7 +25,14 @@ from appliancekit.disk import (
     make_fat_image,
     write_sha256sums,
 )
-from appliancekit.manifest import DiskRecord, Manifest, SizeRecord, VerityRecord, write_manifest
+from appliancekit.manifest import (
+    DiskRecord,
+    Manifest,
+    SettingRecord,
+    SizeRecord,
+    VerityRecord,
+    write_manifest,
+)
 
 MIB = 1 << 20
 KIB = 1 << 10
@@ -38,6 +45,17 @@ needs_disk_tools = pytest.mark.skipif(
 
 def noise(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
+
+
+# The synthetic image's recipe settings: what flash checks per-device values against.
+SYNTHETIC_SETTINGS = (
+    SettingRecord("domain", "domain", per_device=True),
+    SettingRecord("hostname", "hostname", per_device=True),
+    SettingRecord("motd", "string", per_device=True),
+    SettingRecord("port", "int", per_device=True),
+    SettingRecord("site", "path"),
+    SettingRecord("token", "secret", per_device=True, secret=True),
+)
 
 
 def make_image(
@@ -88,6 +106,7 @@ def make_image(
         inputs=hashlib.sha256(f"{seed}".encode()).hexdigest(),
         appliancekit="0.1.0",
         settings={"domain": "example.org"},
+        setting_records=SYNTHETIC_SETTINGS,
         packages=[],
         kernel_version="6.12",
         kernel_cmdline="console=ttyAMA0",

@@ -11,9 +11,9 @@ from appliancekit.recipe import (
     Recipe,
     ResolvedSettings,
     load_recipe,
-    parse_setting_args,
     resolve_settings,
 )
+from appliancekit.settings_kinds import parse_assignments as parse_setting_args
 
 RECIPE = """\
 [appliance]
@@ -166,8 +166,8 @@ def test_conversion(recipe: Recipe, name: str, raw: str, value: object) -> None:
         ("admin", "admin", "is not an email address"),
         ("admin", "admin@localhost", "is not an email address"),
         ("admin", "a b@example.org", "is not an email address"),
-        ("token", "", "expected a non-empty string"),
-        ("greeting", "", "expected a non-empty string"),
+        ("token", "", "expected a non-empty secret value"),
+        ("greeting", "", "expected a non-empty string value"),
         ("site", "does/not/exist", "does not exist"),
     ],
 )

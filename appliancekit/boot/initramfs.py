@@ -31,8 +31,10 @@ from appliancekit.rootfs import (
     PER_DEVICE_SOURCE,
     PER_DEVICE_TARGET,
     SETTINGS_DEFAULTS,
+    SETTINGS_KINDS,
     package_tree,
 )
+from appliancekit.settings_kinds import SettingKind, boot_glob
 from appliancekit.sources.unpack import UnpackedPackage
 from appliancekit.tree import RootTree, materialise
 
@@ -109,6 +111,8 @@ def render_init(board: Board, kernel_version: str, partition_numbers: dict[str, 
         per_device_source=PER_DEVICE_SOURCE,
         per_device_target=PER_DEVICE_TARGET,
         settings_defaults=SETTINGS_DEFAULTS,
+        settings_kinds=SETTINGS_KINDS,
+        kind_globs=[(str(kind), boot_glob(kind)) for kind in SettingKind],
         service_dir=supervisor.SERVICE_DIR,
         scan_dir=supervisor.SCAN_DIR,
         init=" ".join(supervisor.INIT),

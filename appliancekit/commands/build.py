@@ -14,7 +14,8 @@ from appliancekit.cache import Cache, default_cache_dir
 from appliancekit.commands._common import handle_errors, json_option, reporter_from
 from appliancekit.output import Reporter, emit_json
 from appliancekit.project import find_project
-from appliancekit.recipe import find_recipe, parse_setting_args, resolve_settings
+from appliancekit.recipe import find_recipe, resolve_settings
+from appliancekit.settings_kinds import parse_assignments
 
 
 def make_plan(
@@ -23,7 +24,7 @@ def make_plan(
     project = find_project()
     recipe = find_recipe(recipe_name, project.recipes_dir)
     board = find_board(board_name, project.boards_dir)
-    settings = resolve_settings(recipe, parse_setting_args(setting_args))
+    settings = resolve_settings(recipe, parse_assignments(setting_args))
     return BuildPlan(recipe, board, settings, (images or project.images_dir).resolve())
 
 

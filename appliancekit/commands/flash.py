@@ -28,13 +28,14 @@ MIB = 1 << 20
     "settings",
     multiple=True,
     metavar="NAME=VALUE",
-    help="Per-device setting written to settings.env on the boot partition (repeatable).",
+    help="Per-device setting written to settings.env on the boot partition (repeatable);"
+    " checked against the recipe's per-device settings and their kinds.",
 )
 @click.option(
     "--settings",
     "settings_file",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="TOML file of per-device settings (-s wins over it).",
+    help="TOML file of per-device settings (-s wins over it; keeps secrets off the command line).",
 )
 @json_option
 @click.pass_context
@@ -57,10 +58,11 @@ def flash_command(
     block device (--yes for scripts). Regular files are created or truncated.
     """
     from appliancekit.devsettings import load_settings_toml, parse_cli_settings
-    from appliancekit.flash import flash
+    from appliancekit.flash import find_source, flash
 
-    values = load_settings_toml(settings_file) if settings_file else {}
-    values.update(parse_cli_settings(settings))
+    manifest = find_source(source).manifest
+    values = load_settings_toml(settings_file, manifest) if settings_file else {}
+    values.update(parse_cli_settings(settings, manifest))
     result = flash(
         source,
         device,

@@ -13,7 +13,6 @@ import click
 
 from appliancekit.board import find_board
 from appliancekit.commands._common import handle_errors, json_option
-from appliancekit.errors import UserError
 from appliancekit.recipe import find_recipe, resolve_settings
 
 
@@ -54,13 +53,9 @@ def nixos_flake(
 ) -> None:
     """Render RECIPE for --board as a flake pinned to nixpkgs; build it with `nix build DIR#image`."""
     from appliancekit.nixos import NIXPKGS, render_flake
+    from appliancekit.settings_kinds import parse_assignments
 
-    values = {}
-    for item in overrides:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"-s {item!r}: expected NAME=VALUE")
-        values[name] = value
+    values = parse_assignments(overrides)
     loaded = find_recipe(recipe, recipes_dir)
     board = find_board(board_name, boards_dir)
     render = render_flake(loaded, board, resolve_settings(loaded, values), out_dir)
