@@ -14,17 +14,16 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import jinja2
-
 from appliancekit.board import Board
 from appliancekit.boot import boot_path
 from appliancekit.devsettings import render_user_data
 from appliancekit.flash import read_device_settings, write_device_settings
 from appliancekit.imds import ImdsServer
-from appliancekit.manifest import Manifest
+from appliancekit.manifest import MANIFEST, Manifest
 from appliancekit.probes import ProbeResult, forward_map, forwards_for, wait_for_probes
 from appliancekit.qemu import BootError, Drive, Machine, QemuConfig
 from appliancekit.recipe import Probe, ProbePhase, probe_kind_of
+from appliancekit.templating import render_string
 
 # Serial console lines that mean the boot cannot succeed: stop at once instead of waiting
 # for probe timeouts.
@@ -108,18 +107,25 @@ def with_test_settings(disk: Path, manifest: Manifest, workdir: Path, *, in_plac
 
 def probes_from_manifest(manifest: Manifest, settings: dict[str, str] | None = None) -> list[Probe]:
     """The recipe's probes; their text fields are templates over the device's settings."""
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    context = {"settings": settings if settings is not None else dict(manifest.settings)}
+    context: dict[str, object] = {
+        "settings": settings if settings is not None else dict(manifest.settings)
+    }
 
-    def render(value: object) -> object:
-        return env.from_string(value).render(context) if isinstance(value, str) else value
+    def render(value: object, field: str) -> object:
+        if not isinstance(value, str):
+            return value
+        return render_string(value, context, file=MANIFEST, field=field)
 
     probes = []
-    for raw in manifest.probes:
-        values = {key: render(value) for key, value in raw.items() if key != "params"}
+    for i, raw in enumerate(manifest.probes):
+        values = {
+            key: render(value, f"probe[{i}].{key}") for key, value in raw.items() if key != "params"
+        }
         values["kind"] = probe_kind_of(str(values["kind"]))
         values["phase"] = ProbePhase(values.get("phase", ProbePhase.EVERY))
-        values["params"] = tuple((str(k), str(render(v))) for k, v in raw.get("params", ()))
+        values["params"] = tuple(
+            (str(k), str(render(v, f"probe[{i}].params.{k}"))) for k, v in raw.get("params", ())
+        )
         probes.append(Probe(**values))
     return probes
 

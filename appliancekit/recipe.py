@@ -109,6 +109,7 @@ from appliancekit.settings_kinds import (
     as_text,
     convert,
 )
+from appliancekit.templating import render_string
 from appliancekit.tomlsource import (
     Field,
     KeyPath,
@@ -120,6 +121,7 @@ from appliancekit.tomlsource import (
     check_table,
     choice,
     did_you_mean,
+    format_path,
     freeze,
     integer,
     list_of,
@@ -541,6 +543,7 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
         if p["kind"] == ProbeKind.HTTP and not p["path"].startswith("/"):
             src.fail(("probe", i, "path"), f"must start with '/', got {p['path']!r}")
         probes.append(Probe(**p))
+    _check_probe_templates(src, probes, settings)
 
     debian = DebianSection(**top["debian"]) if top["debian"] else DebianSection(packages=())
     python = None
@@ -637,6 +640,33 @@ def _build_setting(src: TomlSource, name: str, raw: dict[str, Any]) -> Setting:
             except ValueError as exc:
                 src.fail(path, f"{kind} setting: {exc}")
     return Setting(name=name, **raw)
+
+
+def _check_probe_templates(
+    src: TomlSource, probes: Sequence[Probe], settings: Sequence[Setting]
+) -> None:
+    """Probe fields are templates over the device's settings, rendered by the boot test:
+    an undefined name is found here, with its recipe.toml line, not in the middle of a boot."""
+    context: dict[str, object] = {
+        "settings": {
+            s.name: as_text(s.default) if s.default is not None else f"@@AK:{s.name}@@"
+            for s in settings
+        }
+    }
+    for i, probe in enumerate(probes):
+        fields: list[tuple[KeyPath, str]] = [
+            (("probe", i, k), getattr(probe, k))
+            for k in ("name", "path", "contains", "query", "expect")
+        ]
+        fields += [(("probe", i, "params", k), v) for k, v in probe.params]
+        for path, text in fields:
+            render_string(
+                text,
+                context,
+                file=src.file,
+                field=format_path(path),
+                first_line=src.value_line(path),
+            )
 
 
 def _build_test_settings(

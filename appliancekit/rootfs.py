@@ -23,6 +23,8 @@ from appliancekit.minimise import ClosureRequest
 from appliancekit.recipe import Recipe, ResolvedSettings, User
 from appliancekit.settings_kinds import as_text
 from appliancekit.sources.unpack import UnpackedPackage
+from appliancekit.templating import render_string, template_error
+from appliancekit.tomlsource import TomlSource
 from appliancekit.tree import Entry, RootTree
 
 DATA_MOUNT = "/data"
@@ -87,13 +89,10 @@ def build_root(
     _merged_usr_links(tree)
     _identity(tree, recipe, users)
     context = template_context(recipe, settings, board, users)
-    per_device = _generated_files(tree, recipe, context, users)
+    per_device = generated_files(tree, recipe, context, users)
     tree.add_file(PER_DEVICE_FILES, "".join(f"{line}\n" for line in per_device))
-    tree.add_file(SETTINGS_DEFAULTS, _settings_defaults(recipe, settings))
-    tree.add_file(
-        SETTINGS_KINDS,
-        "".join(sorted(f"{s.name} {s.kind}\n" for s in recipe.settings if s.per_device)),
-    )
+    tree.add_file(SETTINGS_DEFAULTS, settings_defaults(recipe, settings))
+    tree.add_file(SETTINGS_KINDS, settings_kinds_text(recipe))
     _copied_trees(tree, recipe, context, users)
     boot_dirs = _data_links(tree, recipe, users) + _runtime_dirs(recipe, users)
     tree.add_file(BOOT_DIRS_FILE, "".join(f"{line}\n" for line in boot_dirs))
@@ -148,21 +147,25 @@ def render(
     template: str | None,
     content: str | None,
     what: str,
+    key: str = "content",
 ) -> str:
+    """Render a [[file]] template (or the inline text at `what`.`key` of recipe.toml); an
+    error is one line naming the template's file and line."""
     env = _environment(recipe)
+    if template is None:
+        first_line = TomlSource.from_file(recipe.source_file).value_line(f"{what}.{key}")
+        return render_string(
+            content or "",
+            dict(context),
+            file=recipe.source_file,
+            field=f"{what}.{key}",
+            first_line=first_line,
+            environment=env,
+        )
     try:
-        if template is not None:
-            return env.get_template(template).render(**context)
-        return env.from_string(content or "").render(**context)
+        return env.get_template(template).render(**context)
     except jinja2.TemplateError as exc:
-        line = getattr(exc, "lineno", None)
-        name = template or "inline content"
-        raise UserError(
-            f"{name}: {exc}",
-            file=recipe.directory / (template or "recipe.toml"),
-            line=line,
-            field=what,
-        ) from exc
+        raise template_error(exc, file=recipe.directory / template, field=what) from None
 
 
 def _merged_usr_links(tree: RootTree) -> None:
@@ -205,7 +208,7 @@ def _owner(users: Mapping[str, User], name: str, what: str) -> User:
     return users[name]
 
 
-def _generated_files(
+def generated_files(
     tree: RootTree, recipe: Recipe, context: Mapping[str, object], users: Mapping[str, User]
 ) -> list[str]:
     """Render the recipe's files; returns the per-device ones as "PATH UID GID MODE" lines."""
@@ -224,7 +227,11 @@ def _generated_files(
     return per_device
 
 
-def _settings_defaults(recipe: Recipe, settings: ResolvedSettings) -> str:
+def settings_kinds_text(recipe: Recipe) -> str:
+    return "".join(sorted(f"{s.name} {s.kind}\n" for s in recipe.settings if s.per_device))
+
+
+def settings_defaults(recipe: Recipe, settings: ResolvedSettings) -> str:
     """Build-time values of the per-device settings: used where settings.env is silent."""
     values = settings.as_dict()
     lines = []
@@ -240,7 +247,14 @@ def _copied_trees(
     for index, item in enumerate(recipe.trees):
         what = f"tree[{index}].source"
         source = Path(
-            render(recipe, context, template=None, content=item.source, what=what).strip()
+            render(
+                recipe,
+                context,
+                template=None,
+                content=item.source,
+                what=f"tree[{index}]",
+                key="source",
+            ).strip()
         )
         if not source.is_absolute():
             source = recipe.directory / source

@@ -365,6 +365,16 @@ class TomlSource:
                 return line
         return None
 
+    def value_line(self, path: Sequence[str | int] | str) -> int | None:
+        """The line a string value's text starts on: its key's line, or the next one when a
+        multi-line string opens at the end of it (TOML drops that first newline)."""
+        line = self.line_of(path)
+        if line is None:
+            return None
+        raw = self.text.splitlines()[line - 1].rstrip() if line <= self.text.count("\n") + 1 else ""
+        opens = next((q for q in ('"""', "'''") if raw.endswith(q)), None)
+        return line + 1 if opens and raw.count(opens) == 1 else line
+
     def error(self, path: Sequence[str | int] | str, message: str) -> UserError:
         key = _as_path(path)
         return UserError(
