@@ -1,4 +1,4 @@
-"""Command line: `appliancekit build|test|run|list|inspect|doctor|publish|flash`."""
+"""Command line: `appliancekit build|test|run|list|inspect|doctor|publish|flash|user-data|...`."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from appliancekit.errors import UserError
 from appliancekit.manifest import Manifest, SettingRecord
-from appliancekit.recipe import Recipe
+from appliancekit.recipe import UNIVERSAL_SETTINGS, Recipe
 from appliancekit.settings_kinds import (
     DEVICE_NAME_RE,
     MAX_USER_DATA,
@@ -37,6 +37,8 @@ from appliancekit.settings_kinds import (
 from appliancekit.tomlsource import TomlSource
 
 SETTINGS_FILE = "settings.env"
+# per-device settings every appliance has (recipe.UNIVERSAL_SETTINGS)
+UNIVERSAL = tuple(s.name for s in UNIVERSAL_SETTINGS)
 MASK = "(secret)"
 
 

@@ -34,12 +34,15 @@ errors, with a "did you mean" suggestion)::
                                  # (code that looks for a module's file by name)
 
     [settings.NAME]              # NAME: [A-Za-z_][A-Za-z0-9_]* (used as {{ settings.NAME }})
-    kind = "path"                # required: string|path|domain|secret|int|bool|email|domains|users
+    kind = "path"                # required: string|path|domain|secret|int|bool|email|domains
+                                 # |users|hostname|address (values: settings_kinds.py)
     default = "site"             # absent => required on the command line (-s NAME=VALUE);
                                  # int/bool kinds take a TOML int/bool, the others a string;
                                  # a relative path default is relative to the recipe dir
     help = "..."
-    per_device = false           # injected at flash/publish time instead of baked in
+    per_device = false           # given per device (flash, EC2 user-data) instead of baked in;
+                                 # NAME then [a-z][a-z0-9_]*, and not a path. hostname and
+                                 # net_* are built in (UNIVERSAL_SETTINGS)
 
     [[user]]                     # generated into passwd/group; "root" is built in
     name = "www-data"            # required, unique
@@ -96,7 +99,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -134,7 +137,6 @@ from appliancekit.tomlsource import (
     type_name,
 )
 
-# Every appliance has this per-device setting, whether its recipe declares it or not.
 HOSTNAME_SETTING = "hostname"
 
 
@@ -194,6 +196,31 @@ class Setting:
     def secret(self) -> bool:
         """Never shown on the console or in command output."""
         return self.kind in SECRET_KINDS
+
+
+# Every appliance has these per-device settings, whether its recipe declares them or not:
+# the initramfs reads them itself (the host name; a static address instead of DHCP on NIC
+# number net_interface, as a cloud's members get). A recipe may declare one to give it a
+# default, with the same kind.
+UNIVERSAL_SETTINGS = (
+    Setting(
+        HOSTNAME_SETTING,
+        SettingKind.HOSTNAME,
+        None,
+        "The device's host name (set per device at flash time)",
+        per_device=True,
+    ),
+    Setting("net_address", SettingKind.ADDRESS, None, "Static IPv4 ADDR/PREFIX", per_device=True),
+    Setting("net_address6", SettingKind.ADDRESS, None, "Static IPv6 ADDR/PREFIX", per_device=True),
+    Setting("net_gateway", SettingKind.ADDRESS, None, "Default route", per_device=True),
+    Setting(
+        "net_interface",
+        SettingKind.INT,
+        None,
+        "NIC number (1-based) of net_address",
+        per_device=True,
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -493,16 +520,11 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
         src.fail(("service",), "a debian appliance needs at least one [[service]]")
 
     settings = tuple(_build_setting(src, name, s) for name, s in top["settings"].items())
-    if not any(s.name == HOSTNAME_SETTING for s in settings):
-        settings += (
-            Setting(
-                HOSTNAME_SETTING,
-                SettingKind.HOSTNAME,
-                app["name"],
-                "The device's host name (set per device at flash time)",
-                per_device=True,
-            ),
-        )
+    declared = {s.name for s in settings}
+    for universal in UNIVERSAL_SETTINGS:
+        if universal.name not in declared:
+            default = app["name"] if universal.name == HOSTNAME_SETTING else None
+            settings += (replace(universal, default=default),)
     users = _build_users(src, top["user"])
     known_users = {"root"} | {u.name for u in users}
 
@@ -619,8 +641,13 @@ def _build_setting(src: TomlSource, name: str, raw: dict[str, Any]) -> Setting:
     kind: SettingKind = raw["kind"]
     default = raw["default"]
     where = ("settings", name)
-    if name == HOSTNAME_SETTING and kind != SettingKind.HOSTNAME:
-        src.fail((*where, "kind"), f'the {name} setting must have kind = "hostname"')
+    universal = next((u for u in UNIVERSAL_SETTINGS if u.name == name), None)
+    if universal is not None and (kind != universal.kind or not raw["per_device"]):
+        src.fail(
+            (*where, "kind"),
+            f'every appliance has {name} (kind = "{universal.kind}", per_device = true):'
+            " a recipe may only give it a default",
+        )
     if raw["per_device"]:
         if not DEVICE_NAME_RE.fullmatch(name):
             src.fail(where, "a per-device setting's name must match [a-z][a-z0-9_]*")

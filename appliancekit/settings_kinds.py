@@ -17,6 +17,7 @@ narrower still.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import string
@@ -46,6 +47,7 @@ class SettingKind(StrEnum):
     DOMAINS = "domains"  # comma-separated domain names (e.g. the zones a DNS server serves)
     USERS = "users"  # NAME:{SCHEME}HASH entries (mail users with password hashes)
     HOSTNAME = "hostname"  # an RFC 1123 host name (every appliance's `hostname`)
+    ADDRESS = "address"  # an IPv4 or IPv6 address, optionally /PREFIX (static network set-up)
 
 
 # Values of these kinds are never shown on the console or in command output.
@@ -69,6 +71,7 @@ ALLOWED: dict[SettingKind, str] = {
     SettingKind.USERS: string.ascii_letters + string.digits + "._-:{}/$=+, ",
     SettingKind.INT: string.digits + "+- ",
     SettingKind.BOOL: string.ascii_letters + string.digits,
+    SettingKind.ADDRESS: string.hexdigits + ".:/",
 }
 
 _BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -161,6 +164,17 @@ def _email(value: str) -> str:
         raise ValueError(f"{value!r} is not an email address (bad domain {domain!r})") from None
 
 
+def _address(value: str) -> str:
+    try:
+        if "/" in value:
+            return str(ipaddress.ip_interface(value))
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IP address (e.g. 192.0.2.10/24, 2001:db8::10/64 or 192.0.2.1)"
+        ) from None
+
+
 def convert(kind: SettingKind, raw: str | int | bool, base: Path | None = None) -> str | int | bool:
     """A setting value in its typed form (str, int or bool); ValueError with a readable
     message otherwise. `base` resolves relative paths. An empty value is refused: a setting
@@ -202,6 +216,8 @@ def convert(kind: SettingKind, raw: str | int | bool, base: Path | None = None) 
         return _users(raw)
     if kind == SettingKind.DOMAINS:
         return _domains(raw)
+    if kind == SettingKind.ADDRESS:
+        return _address(raw)
     raise AssertionError(f"unhandled setting kind {kind}")
 
 

@@ -275,3 +275,110 @@ def test_flash_a_loop_device(image_dir: Path, loop_device: Path, tmp_path: Path)
             flash(image_dir, loop_device, force=True, yes=True)
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+# --- real-sized secrets and EC2 user-data ----------------------------------------------
+
+
+def pem_chain(tmp_path: Path) -> bytes:
+    """A full chain as a CA hands it out (leaf + two intermediates, RSA 4096 like Let's
+    Encrypt's): 5-6 KB of PEM."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:4096",
+        "-nodes",
+        "-keyout",
+        "root.key",
+        "-out",
+        "root.pem",
+        "-subj",
+        "/CN=Test Root",
+        "-days",
+        "30",
+    )
+    chain = b""
+    issuer = "root"
+    for name in ("int1", "int2", "leaf"):
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:4096",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}.example.org",
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            f"{issuer}.pem",
+            "-CAkey",
+            f"{issuer}.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "30",
+        )
+        chain = (tmp_path / f"{name}.pem").read_bytes() + chain
+        issuer = name
+    return chain
+
+
+def test_a_real_sized_certificate_chain_is_flashed_and_fits_user_data(
+    image_dir: Path, tmp_path: Path
+) -> None:
+    import base64
+
+    chain = pem_chain(tmp_path)
+    value = base64.b64encode(chain).decode()
+    assert len(chain) >= 3500 and 5000 <= len(value) <= 7500 + 2000, (len(chain), len(value))
+    toml = tmp_path / "device.toml"  # a secret: kept off the command line
+    toml.write_text(f'hostname = "mx1"\ntoken = "{value}"\n')
+    target = tmp_path / "card.img"
+    proc = cli_inprocess("flash", str(image_dir), str(target), "--settings", str(toml), "--json")
+    assert proc.exit_code == 0, proc.stderr
+    shown = json.loads(proc.stdout)["settings"]
+    assert shown["token"] == f"(secret, {len(value)} characters)" and value not in proc.stdout
+    on_card = read_device_settings(target, load_manifest(image_dir))
+    assert on_card is not None and base64.b64decode(on_card["token"]) == chain
+    out = tmp_path / "user-data"
+    proc = cli_inprocess("user-data", str(image_dir), "--settings", str(toml), "-o", str(out))
+    assert proc.exit_code == 0, proc.stderr
+    assert value not in proc.stdout and stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert f"token={value}\n" in out.read_text() and "hostname=mx1\n" in out.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-s", "domain=not_a_domain"], "-s domain: domain setting: 'not_a_domain' is not a"),
+        (["-s", "site=/etc"], "'site' is not a per-device setting of synthetic"),
+        (["-s", "motd=" + "x" * 9000, "-s", "token=" + "y" * 9000], "EC2 takes at most 16384"),
+    ],
+)
+def test_user_data_refuses_what_flash_refuses(
+    image_dir: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = tmp_path / "user-data"
+    proc = cli_inprocess("user-data", str(image_dir), "-o", str(out), *args)
+    assert proc.exit_code == 2 and message in proc.stderr and proc.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_user_data_to_stdout(image_dir: Path) -> None:
+    proc = cli_inprocess("user-data", str(image_dir), "-s", "hostname=web-1", "-s", "port=80")
+    assert proc.exit_code == 0, proc.stderr
+    assert proc.stdout.splitlines()[1:] == ["hostname=web-1", "port=80"]

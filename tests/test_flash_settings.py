@@ -21,7 +21,7 @@ from appliancekit.devsettings import (
 )
 from appliancekit.errors import UserError
 from appliancekit.manifest import Manifest
-from appliancekit.settings_kinds import MAX_USER_DATA, check_hostname
+from appliancekit.settings_kinds import MAX_USER_DATA, SettingKind, check_hostname, convert
 from tests.test_publish_support import SYNTHETIC_SETTINGS
 
 MANIFEST = Manifest(
@@ -166,3 +166,21 @@ values = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size
 @given(st.dictionaries(names, values, max_size=8))
 def test_round_trip(settings: dict[str, str]) -> None:
     assert parse_settings_env(render_settings_env(settings)) == settings
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("192.0.2.10/24", "192.0.2.10/24"),
+        ("192.0.2.1", "192.0.2.1"),
+        ("2001:DB8:0::10/64", "2001:db8::10/64"),
+    ],
+)
+def test_addresses(raw: str, value: str) -> None:
+    assert convert(SettingKind.ADDRESS, raw) == value
+
+
+@pytest.mark.parametrize("raw", ["192.0.2.300/24", "192.0.2.1/33", "host.example", "1.2.3.4; x"])
+def test_bad_addresses(raw: str) -> None:
+    with pytest.raises(ValueError, match="is not an IP address|configuration files"):
+        convert(SettingKind.ADDRESS, raw)

@@ -117,8 +117,18 @@ def test_valid_recipe_loads(tmp_path: Path) -> None:
     assert r.backend == "debian"
     assert r.debian.packages == ("nginx-light",) and r.debian.suite == "trixie"
     assert r.debian.keep == ("/etc/nginx/mime.types",)
-    assert [s.name for s in r.settings] == ["site", "domain", "hostname"]  # hostname is built in
-    site, domain, hostname = r.settings
+    # hostname and the static network settings are built in
+    assert [s.name for s in r.settings] == [
+        "site",
+        "domain",
+        "hostname",
+        "net_address",
+        "net_address6",
+        "net_gateway",
+        "net_interface",
+    ]
+    site, domain, hostname = r.settings[:3]
+    assert all(s.per_device and s.default is None for s in r.settings[3:])
     assert hostname.per_device and hostname.default == r.name
     assert site.kind is SettingKind.PATH and site.default == "site"
     assert domain.default is None and domain.per_device is True

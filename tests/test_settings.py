@@ -106,6 +106,10 @@ def test_defaults_and_overrides(
         "domain": "example.org",  # lowercased
         "greeting": "hello",
         "hostname": "demo",  # built in: every appliance has a per-device host name
+        "net_address": "",  # ... and per-device network settings, given at flash time
+        "net_address6": "",
+        "net_gateway": "",
+        "net_interface": "",
         "site": str(public),  # relative to the current directory
         "tls": False,
         "token": "s3cret",
@@ -187,7 +191,7 @@ def test_unknown_override(recipe: Recipe) -> None:
     assert err.field == "settings.domian" and err.file == str(recipe.source_file)
     assert str(err).startswith(f"{recipe.source_file}: settings.domian: unknown setting 'domian'")
     assert "did you mean 'domain'" in str(err)
-    assert "admin, domain, greeting, hostname, site, tls, token, workers" in str(err)
+    assert "admin, domain, greeting, hostname, net_address, net_address6" in str(err)
 
 
 def test_required_setting_missing(recipe: Recipe) -> None:

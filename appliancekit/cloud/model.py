@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from appliancekit.board import Board, find_board, list_boards
-from appliancekit.devsettings import UNIVERSAL, check_hostname
+from appliancekit.devsettings import UNIVERSAL
 from appliancekit.errors import UserError
 from appliancekit.project import Project
 from appliancekit.recipe import Recipe, find_recipe, list_recipes
+from appliancekit.settings_kinds import check_hostname
 from appliancekit.tomlsource import (
     Field,
     KeyPath,
