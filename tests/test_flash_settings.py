@@ -20,7 +20,7 @@ from appliancekit.devsettings import (
     render_user_data,
 )
 from appliancekit.errors import UserError
-from appliancekit.manifest import Manifest
+from appliancekit.manifest import DiskRecord, Manifest, SizeRecord
 from appliancekit.settings_kinds import MAX_USER_DATA, SettingKind, check_hostname, convert
 from tests.test_publish_support import SYNTHETIC_SETTINGS
 
@@ -38,9 +38,9 @@ MANIFEST = Manifest(
     kernel_version="",
     kernel_cmdline="",
     initramfs_modules=[],
-    verity={},
-    disk={},
-    sizes={},
+    verity=None,
+    disk=DiskRecord(path="disk.img", size=0, sha256=""),
+    sizes=SizeRecord(disk_bytes=0),
     probes=[],
     ports=[],
     setting_records=SYNTHETIC_SETTINGS,

@@ -148,8 +148,9 @@ def publish_command(
         from appliancekit.manifest import load_manifest
         from appliancekit.publish.proxmox import VmSpec, publish_proxmox
 
-        values = parse_cli_settings(device_settings)
-        name = load_manifest(image_dir).name
+        manifest = load_manifest(image_dir)
+        values = parse_cli_settings(device_settings, manifest)
+        name = manifest.name
         vm = VmSpec(
             vmid=vmid, name=vm_name or values.get("hostname", name), storage=storage, bridge=bridge
         )
