@@ -94,6 +94,8 @@ def check_device_setting(
 def check_device_settings(
     values: Mapping[str, object], manifest: Manifest, *, field: str = "-s {name}"
 ) -> dict[str, str]:
+    if not values:
+        return {}
     records = device_records(manifest)
     return {
         name: check_device_setting(

@@ -23,6 +23,7 @@ from pathlib import Path
 import appliancekit
 from appliancekit.atomic import replace_dir
 from appliancekit.board import Board
+from appliancekit.devsettings import setting_records
 from appliancekit.digest import fingerprint, sha256_file
 from appliancekit.disk import write_sha256sums
 from appliancekit.errors import NeedsNixError, ToolError
@@ -179,6 +180,7 @@ def write_nixos_manifest(
         inputs=fingerprint({"flake": {f: sha256_file(flake_dir / f) for f in flake.files}}),
         appliancekit=appliancekit.__version__,
         settings=info["settings"],
+        setting_records=setting_records(recipe),
         packages=[],
         kernel_version="",
         kernel_cmdline="",
