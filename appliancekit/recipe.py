@@ -200,8 +200,8 @@ class Setting:
 
 # Every appliance has these per-device settings, whether its recipe declares them or not:
 # the initramfs reads them itself (the host name; a static address instead of DHCP on NIC
-# number net_interface, as a cloud's members get). A recipe may declare one to give it a
-# default, with the same kind.
+# number net_interface, as a cloud's members get; a data volume of its own, as `deploy`
+# gives EC2 members). A recipe may declare one to give it a default, with the same kind.
 UNIVERSAL_SETTINGS = (
     Setting(
         HOSTNAME_SETTING,
@@ -218,6 +218,13 @@ UNIVERSAL_SETTINGS = (
         SettingKind.INT,
         None,
         "NIC number (1-based) of net_address",
+        per_device=True,
+    ),
+    Setting(
+        "data_volume",
+        SettingKind.SERIAL,
+        None,
+        "Serial number (EBS volume id) of a disk that holds /data instead of the data partition",
         per_device=True,
     ),
 )

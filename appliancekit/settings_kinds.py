@@ -48,6 +48,7 @@ class SettingKind(StrEnum):
     USERS = "users"  # NAME:{SCHEME}HASH entries (mail users with password hashes)
     HOSTNAME = "hostname"  # an RFC 1123 host name (every appliance's `hostname`)
     ADDRESS = "address"  # an IPv4 or IPv6 address, optionally /PREFIX (static network set-up)
+    SERIAL = "serial"  # a disk's serial number, such as an EBS volume id (vol-0123abcd)
 
 
 # Values of these kinds are never shown on the console or in command output.
@@ -72,8 +73,10 @@ ALLOWED: dict[SettingKind, str] = {
     SettingKind.INT: string.digits + "+- ",
     SettingKind.BOOL: string.ascii_letters + string.digits,
     SettingKind.ADDRESS: string.hexdigits + ".:/",
+    SettingKind.SERIAL: string.ascii_letters + string.digits + "-",
 }
 
+_SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 _BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -218,6 +221,10 @@ def convert(kind: SettingKind, raw: str | int | bool, base: Path | None = None) 
         return _domains(raw)
     if kind == SettingKind.ADDRESS:
         return _address(raw)
+    if kind == SettingKind.SERIAL:
+        if not _SERIAL.fullmatch(raw):
+            raise ValueError(f"{raw!r} is not a disk serial number (e.g. vol-0123abcd)")
+        return raw
     raise AssertionError(f"unhandled setting kind {kind}")
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from appliancekit.board import find_board
 from appliancekit.boottest import boot_once, probes_from_manifest, qemu_config
-from appliancekit.imds import ImdsServer, settings_user_data
+from appliancekit.devsettings import render_user_data
+from appliancekit.imds import ImdsServer
 from appliancekit.probes import forwards_for
 from appliancekit.qemu import Drive
 from tests.conftest import PROJECT, ApplianceCache
@@ -35,7 +36,7 @@ def test_a_replaced_instance_finds_its_data_on_the_volume(
     probes = probes_from_manifest(manifest, {**manifest.settings, **settings})
     forwards = forwards_for(probes, manifest.ports)
     serials = []
-    with ImdsServer(settings_user_data(settings)) as imds:
+    with ImdsServer(render_user_data(settings, manifest)) as imds:
         # two instances, each with a fresh root disk from the image, one volume between them
         for number in (1, 2):
             root = tmp_path / f"root{number}.img"

@@ -70,6 +70,7 @@ WIDEST = {
     SettingKind.DOMAINS: "a.org, b-2.example.net",
     SettingKind.EMAIL: "x.y_z%+1@example.org",
     SettingKind.ADDRESS: "2001:db8::a:10/64",
+    SettingKind.SERIAL: "vol-0a1B2c3d",
     SettingKind.USERS: (
         "al.i_ce-1:{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA+/."
         " bob:{SHA512-CRYPT}$6$salt$hash./"

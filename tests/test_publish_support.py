@@ -33,6 +33,7 @@ from appliancekit.manifest import (
     VerityRecord,
     write_manifest,
 )
+from appliancekit.recipe import UNIVERSAL_SETTINGS
 
 MIB = 1 << 20
 KIB = 1 << 10
@@ -48,13 +49,14 @@ def noise(size: int, seed: int) -> bytes:
 
 
 # The synthetic image's recipe settings: what flash checks per-device values against.
+# Besides its own, every appliance has the universal ones (hostname, net_*, data_volume).
 SYNTHETIC_SETTINGS = (
     SettingRecord("domain", "domain", per_device=True),
-    SettingRecord("hostname", "hostname", per_device=True),
     SettingRecord("motd", "string", per_device=True),
     SettingRecord("port", "int", per_device=True),
     SettingRecord("site", "path"),
     SettingRecord("token", "secret", per_device=True, secret=True),
+    *(SettingRecord(s.name, str(s.kind), per_device=True) for s in UNIVERSAL_SETTINGS),
 )
 
 

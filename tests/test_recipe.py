@@ -126,6 +126,7 @@ def test_valid_recipe_loads(tmp_path: Path) -> None:
         "net_address6",
         "net_gateway",
         "net_interface",
+        "data_volume",
     ]
     site, domain, hostname = r.settings[:3]
     assert all(s.per_device and s.default is None for s in r.settings[3:])

@@ -103,6 +103,7 @@ def test_defaults_and_overrides(
     assert isinstance(resolved, ResolvedSettings)
     assert resolved.as_dict() == {
         "admin": "admin@example.org",
+        "data_volume": "",  # built in, per device: a disk of its own for /data
         "domain": "example.org",  # lowercased
         "greeting": "hello",
         "hostname": "demo",  # built in: every appliance has a per-device host name
@@ -191,7 +192,7 @@ def test_unknown_override(recipe: Recipe) -> None:
     assert err.field == "settings.domian" and err.file == str(recipe.source_file)
     assert str(err).startswith(f"{recipe.source_file}: settings.domian: unknown setting 'domian'")
     assert "did you mean 'domain'" in str(err)
-    assert "admin, domain, greeting, hostname, net_address, net_address6" in str(err)
+    assert "admin, data_volume, domain, greeting, hostname, net_address" in str(err)
 
 
 def test_required_setting_missing(recipe: Recipe) -> None:

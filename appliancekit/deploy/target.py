@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from appliancekit.imds import settings_user_data
+from appliancekit.devsettings import render_user_data
 from appliancekit.publish.image import VerifiedImage
 
 # Ports every appliance's recipe declares as TCP; DNS also answers on UDP.
@@ -35,8 +35,11 @@ class MemberTarget:
         return f"appliancekit-{self.cloud}-{self.member}"
 
     def user_data(self, volume_id: str) -> bytes:
-        """The instance's user-data: its settings plus where its data lives."""
-        return settings_user_data({**self.settings, DATA_VOLUME_SETTING: volume_id})
+        """The instance's user-data: its settings plus where its data lives, checked against
+        the image's per-device settings as `flash` and `user-data` check them."""
+        return render_user_data(
+            {**self.settings, DATA_VOLUME_SETTING: volume_id}, self.image.manifest
+        )
 
     def settings_digest(self) -> str:
         """Changes when the settings do (a tag on the instance: user-data is replaced by
