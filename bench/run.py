@@ -63,6 +63,11 @@ def build_figures(
     ]  # fmt: skip
 
 
+def note(message: str) -> None:
+    """Each raw measurement as it is made (a run takes long; a late failure keeps these)."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
 def measure(recipe_name: str, board_name: str, runs: int) -> dict[str, Any]:
     """One run of every figure and its baseline; JSON-ready."""
     recipe = find_recipe(recipe_name, REPO / "recipes")
@@ -73,6 +78,8 @@ def measure(recipe_name: str, board_name: str, runs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench.", dir=os.environ.get("TMPDIR")) as tmp:
         work = Path(tmp)
         builds = build_times(recipe_name, board_name, work)
+        note(f"builds: cold {builds.cold.seconds:.1f} s, warm {builds.warm.seconds:.1f} s,"
+             f" no-op {builds.noop.seconds:.2f} s; sizes {builds.warm.sizes}")  # fmt: skip
         cache = Cache(work / "cache")
         # the archive lines the build read, so both installs see the same packages
         sources_file = cache.apt_dir(suite, arch) / "etc/sources.list"
@@ -80,7 +87,9 @@ def measure(recipe_name: str, board_name: str, runs: int) -> dict[str, Any]:
         packages = list(recipe.debian.packages)
         debs = work / "debs"
         cold = install(suite, arch, packages, sources, work / "debian-cold", debs)
+        note(f"Debian install, empty cache: {cold}")
         warm = install(suite, arch, packages, sources, work / "debian-warm", debs)
+        note(f"Debian install, warm package cache: {warm}")
         figures = build_figures(recipe_name, builds, cold, warm)
         figures.append(
             Figure("s6 + execline in the sealed root", s6_bytes(builds.warm.image_dir), Unit.BYTES,
@@ -90,7 +99,9 @@ def measure(recipe_name: str, board_name: str, runs: int) -> dict[str, Any]:
         manifest = read_manifest(builds.warm.image_dir)
         assert manifest is not None
         healthy = healthy_time(builds.warm.image_dir, manifest, board, runs)
+        note(f"boot to healthy: {healthy.seconds:.2f} s")
         marker = marker_time(board, cache, work, runs)
+        note(f"bare kernel to initramfs marker: {marker:.2f} s")
         loader = loader_time(board, builds.warm.image_dir, manifest, runs)
         figures.append(
             Figure("boot to healthy", healthy.seconds, Unit.SECONDS,
