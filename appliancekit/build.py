@@ -34,6 +34,7 @@ from appliancekit.disk import (
     make_fat_image,
     write_sha256sums,
 )
+from appliancekit.errors import UserError
 from appliancekit.manifest import (
     MANIFEST,
     DiskRecord,
@@ -53,7 +54,16 @@ from appliancekit.seal import seal_tree
 from appliancekit.settings_kinds import as_text
 from appliancekit.sourcedate import source_date_epoch
 from appliancekit.sources import pypi
-from appliancekit.sources.debian import AptSource, DebPackage, select_kernel_packages
+from appliancekit.sources.debian import (
+    DEFAULT_MIRRORS,
+    AptSource,
+    DebianSource,
+    DebianSourceFor,
+    DebPackage,
+    Mirrors,
+    select_kernel_packages,
+)
+from appliancekit.sources.debian_lock import LockedSource, lock_path, read_lock
 from appliancekit.sources.unpack import UnpackedPackage, unpack
 from appliancekit.tree import materialise
 
@@ -115,14 +125,64 @@ class BuildResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class DebianInputs:
+    """Where this build's Debian packages come from: the recipe's lock for (suite, arch)
+    when there is one (no apt at all), otherwise apt resolving against the current index."""
+
+    target: DebianSource
+    for_arch: DebianSourceFor
+    lock: dict[str, object] | None = None  # the lock's description for the manifest
+
+
+def debian_inputs(
+    plan: BuildPlan,
+    cache: Cache,
+    reporter: Reporter,
+    *,
+    refresh: bool = False,
+    mirrors: Mirrors = DEFAULT_MIRRORS,
+) -> DebianInputs:
+    arch = plan.board.arch.value
+    lock_file = lock_path(plan.recipe.directory, plan.suite, arch)
+    if lock_file.exists():
+        lock = read_lock(lock_file)
+        if lock.unavailable:
+            raise UserError(
+                f"Debian {plan.suite} builds no {', '.join(lock.unavailable)} for {arch}: "
+                f"{plan.recipe.name} cannot be built for {plan.board.name}",
+                file=lock_file,
+            )
+        reporter.step(f"Debian {plan.suite}/{arch}: packages from {lock_file.name}")
+
+        def locked(for_arch: str) -> DebianSource:
+            return LockedSource(lock, lock_file, cache, for_arch, mirrors)
+
+        target = LockedSource(lock, lock_file, cache, arch, mirrors)
+        return DebianInputs(target, locked, target.describe())
+
+    def apt(for_arch: str) -> DebianSource:
+        source = AptSource(cache, plan.suite, for_arch, mirrors.debian, mirrors.security)
+        source.update(force=refresh)
+        return source
+
+    reporter.step(f"Debian {plan.suite}/{arch}: package indexes")
+    return DebianInputs(apt(arch), apt)
+
+
 def build(
-    plan: BuildPlan, cache: Cache, reporter: Reporter, *, refresh: bool = False, force: bool = False
+    plan: BuildPlan,
+    cache: Cache,
+    reporter: Reporter,
+    *,
+    refresh: bool = False,
+    force: bool = False,
+    mirrors: Mirrors = DEFAULT_MIRRORS,
 ) -> BuildResult:
     started = time.monotonic()
     python = pypi.plan(plan.recipe, plan.board.arch.value)  # lock only: fails fast, no network
-    apt = AptSource(cache, plan.suite, plan.board.arch.value)
-    reporter.step(f"Debian {plan.suite}/{plan.board.arch.value}: package indexes")
-    apt.update(force=refresh)
+    debian = debian_inputs(plan, cache, reporter, refresh=refresh, mirrors=mirrors)
+    apt = debian.target
     sources = resolve_sources(plan, apt)
     for problem in sources.missing_indexes:
         reporter.info(f"warning: building without an index apt could not verify: {problem}")
@@ -151,30 +211,38 @@ def build(
             task.advance()
     if python is not None:
         reporter.step("Python wheels and bytecode")
-    wheels = pypi.install(cache, python, plan.suite, [unpacked[p] for p in sources.root])
+    wheels = pypi.install(
+        cache, python, plan.suite, [unpacked[p] for p in sources.root], debian.for_arch
+    )
 
     tmp_root = plan.images_dir / ".tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{plan.name}.", dir=tmp_root))
     try:
-        manifest = _build_into(plan, sources, unpacked, inputs, epoch, work, reporter, wheels)
+        manifest = _build_into(
+            plan, sources, unpacked, inputs, epoch, work, reporter, wheels, debian.lock
+        )
         replace_dir(work / "out", plan.output_dir, scratch=tmp_root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return BuildResult(plan.output_dir, manifest, True, time.monotonic() - started)
 
 
-def resolve_sources(plan: BuildPlan, apt: AptSource) -> ResolvedSources:
-    root_names = (*plan.recipe.debian.packages, *supervisor.PACKAGES)
+def resolve_sources(plan: BuildPlan, apt: DebianSource) -> ResolvedSources:
+    return resolve_recipe_sources(plan.recipe, plan.board, apt)
+
+
+def resolve_recipe_sources(recipe: Recipe, board: Board, apt: DebianSource) -> ResolvedSources:
+    """Every set of Debian packages an image of `recipe` for `board` is made from (a lock
+    pins exactly these sets)."""
+    root_names = (*recipe.debian.packages, *supervisor.PACKAGES)
     return ResolvedSources(
         root=tuple(apt.resolve(root_names)),
         initramfs=tuple(apt.resolve(initramfs_stage.PACKAGES)),
-        kernel=tuple(select_kernel_packages(apt.resolve([plan.board.kernel.package]))),
+        kernel=tuple(select_kernel_packages(apt.resolve([board.kernel.package]))),
         # only the named packages: their dependencies serve maintainer scripts, not the boot
         firmware=tuple(
-            p
-            for p in apt.resolve(plan.board.firmware.packages)
-            if p.name in plan.board.firmware.packages
+            p for p in apt.resolve(board.firmware.packages) if p.name in board.firmware.packages
         ),
         missing_indexes=tuple(apt.missing_indexes()),
     )
@@ -258,6 +326,7 @@ def _build_into(
     work: Path,
     reporter: Reporter,
     wheels: pypi.PythonInstall | None = None,
+    lock: Mapping[str, object] | None = None,
 ) -> Manifest:
     wheels = wheels or pypi.PythonInstall()
     out = work / "out"
@@ -383,6 +452,7 @@ def _build_into(
         ports=sorted({*plan.recipe.ports, *(p.port for p in plan.recipe.probes)}),
         extra={
             "test_settings": dict(plan.recipe.test_settings),
+            **({"debian_lock": dict(lock)} if lock else {}),
             **(
                 {"missing_indexes": list(sources.missing_indexes)}
                 if sources.missing_indexes

@@ -11,18 +11,16 @@ nixos:  every recipe x every board, with the runner that builds that board's ima
 from __future__ import annotations
 
 import json
+import sys
 import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # appliancekit.release.matrix is standard library only
+
+from appliancekit.release.matrix import debian_matrix  # noqa: E402
+
 RUNNERS = {"arm64": "ubuntu-24.04-arm", "amd64": "ubuntu-24.04", "armhf": "ubuntu-24.04"}
-
-
-def _unavailable_arches(recipe: str) -> set[str]:
-    lock = ROOT / "recipes" / recipe / "python.lock"
-    if not lock.exists():
-        return set()
-    return set(tomllib.loads(lock.read_text()).get("unavailable", {}))
 
 
 def main() -> None:
@@ -34,12 +32,9 @@ def main() -> None:
         p.stem: tomllib.loads(p.read_text())["board"]
         for p in sorted((ROOT / "boards").glob("*.toml"))
     }
-    unavailable = {r: _unavailable_arches(r) for r, data in recipes.items() if "debian" in data}
     debian = [
-        {"recipe": r, "board": b}
-        for r, arches in unavailable.items()
-        for b, info in boards.items()
-        if info["arch"] not in arches
+        {"recipe": e.recipe, "board": e.board}
+        for e in debian_matrix(ROOT / "recipes", ROOT / "boards")
     ]
     nixos = [
         {"recipe": r, "board": b, "runner": RUNNERS[info["arch"]]}

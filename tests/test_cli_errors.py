@@ -93,6 +93,8 @@ def test_missing_site_directory(scratch_project: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_failure_mid_build_leaves_nothing(scratch_project: Path) -> None:
     """A package that does not exist fails after apt ran: still nothing in images/."""
+    for lock in (scratch_project / "recipes/homepage").glob("debian-*.lock"):
+        lock.unlink()  # without a lock the build resolves with apt
     recipe = scratch_project / "recipes/homepage/recipe.toml"
     recipe.write_text(
         recipe.read_text().replace(
@@ -112,3 +114,51 @@ def test_missing_executable_fails_in_minimise(scratch_project: Path) -> None:
     )
     result = build_in(scratch_project)
     assert_clean_failure(result, scratch_project, "/usr/sbin/nginxx")
+
+
+def test_a_package_the_lock_does_not_pin_is_not_resolved(scratch_project: Path) -> None:
+    """With a lock, a recipe asking for more than it pins fails before apt or any download."""
+    recipe = scratch_project / "recipes/homepage/recipe.toml"
+    recipe.write_text(
+        recipe.read_text().replace('packages = ["nginx"]', 'packages = ["nginx", "curl"]')
+    )
+    result = build_in(scratch_project)
+    assert_clean_failure(
+        result, scratch_project, "debian-trixie-arm64.lock", "curl", "appliancekit lock homepage"
+    )
+
+
+def _corrupt_lock(project: Path) -> None:
+    lock = project / "recipes/homepage/debian-trixie-arm64.lock"
+    lock.write_text(lock.read_text().replace('sha256 = "', 'sha256 = "x', 1))
+
+
+# `appliancekit lock` and locked builds: (arguments, how to spoil the project, words the one
+# line must hold)
+LOCK_CASES = [
+    (["lock", "nosuch"], None, ["nosuch", "homepage"]),
+    (["lock", "garage"], None, ["garage", "[debian]"]),
+    (["lock", "homepage", "--board", "vax"], None, ["vax", "qemu-virt-arm64"]),
+    (["lock", "homepage", "--board", "rpi4", "--all-boards"], None, ["--all-boards"]),
+    (["lock", "homepage"], _corrupt_lock, ["debian-trixie-arm64.lock", "package[0].sha256"]),
+    (
+        ["build", "homepage", "--board", "qemu-virt-arm64"],
+        _corrupt_lock,
+        ["debian-trixie-arm64.lock", "package[0].sha256", "appliancekit lock homepage"],
+    ),
+    (
+        ["build", "homepage", "--board", "qemu-virt-arm64", "--mirror", "snapshot/archive"],
+        None,
+        ["--mirror", "snapshot/archive"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "spoil", "needles"), LOCK_CASES, ids=[" ".join(c[0]) for c in LOCK_CASES]
+)
+def test_lock_errors(scratch_project: Path, args: list[str], spoil, needles: list[str]) -> None:  # type: ignore[no-untyped-def]
+    if spoil is not None:
+        spoil(scratch_project)
+    result = run_cli(*args, env={"APPLIANCEKIT_HOME": str(scratch_project)})
+    assert_clean_failure(result, scratch_project, *needles)

@@ -16,6 +16,7 @@ from appliancekit.output import Reporter, emit_json
 from appliancekit.project import find_project
 from appliancekit.recipe import find_recipe, resolve_settings
 from appliancekit.settings_kinds import parse_assignments
+from appliancekit.sources.debian import Mirrors
 
 
 def make_plan(
@@ -33,9 +34,34 @@ def load_board_for(name: str) -> Board:
 
 
 def run_build(
-    plan: BuildPlan, reporter: Reporter, *, refresh: bool = False, force: bool = False
+    plan: BuildPlan,
+    reporter: Reporter,
+    *,
+    refresh: bool = False,
+    force: bool = False,
+    mirror: str | None = None,
+    update_lock: bool = False,
 ) -> BuildResult:
-    return build(plan, Cache(default_cache_dir()), reporter, refresh=refresh, force=force)
+    cache = Cache(default_cache_dir())
+    if update_lock:
+        from appliancekit.release.lock import lock_recipe
+
+        boards = find_project().boards_dir
+
+        def load(name: str) -> Board | None:
+            return find_board(name, boards) if (boards / f"{name}.toml").exists() else None
+
+        for outcome in lock_recipe(plan.recipe, [plan.board], load, cache, reporter, update=True):
+            for change in outcome.changes if outcome.previous else ():
+                reporter.info(f"{outcome.path.name}: {change.line()}")
+    return build(
+        plan,
+        cache,
+        reporter,
+        refresh=refresh,
+        force=force,
+        mirrors=Mirrors.from_option(mirror),
+    )
 
 
 def build_summary(result: BuildResult) -> dict[str, object]:
@@ -63,6 +89,13 @@ settings_option = click.option(
     metavar="NAME=VALUE",
     help="Override a recipe setting.",
 )
+mirror_option = click.option(
+    "--mirror",
+    metavar="URL",
+    help="Debian archive to fetch from, e.g. a snapshot archive's "
+    "<snapshot-archive>/archive/debian/YYYYMMDDTHHMMSSZ/ when the mirror no longer has a "
+    "locked version.",
+)
 images_option = click.option(
     "--images",
     type=click.Path(path_type=Path, file_okay=False),
@@ -77,6 +110,12 @@ images_option = click.option(
 @images_option
 @click.option("--refresh", is_flag=True, help="Refresh the Debian package indexes first.")
 @click.option("--force", is_flag=True, help="Rebuild even if nothing changed.")
+@mirror_option
+@click.option(
+    "--update-lock",
+    is_flag=True,
+    help="Resolve the Debian packages again and rewrite the recipe's lock first.",
+)
 @click.option(
     "--backend",
     type=click.Choice(["debian", "nixos"]),
@@ -93,6 +132,8 @@ def build_command(
     images: Path | None,
     refresh: bool,
     force: bool,
+    mirror: str | None,
+    update_lock: bool,
     backend: str | None,
     json_mode: bool,
 ) -> None:
@@ -116,7 +157,9 @@ def build_command(
         else:
             click.echo(f"{plan.name}: NixOS image built: {nix.output_dir}")
         return
-    result = run_build(plan, reporter, refresh=refresh, force=force)
+    result = run_build(
+        plan, reporter, refresh=refresh, force=force, mirror=mirror, update_lock=update_lock
+    )
     summary = build_summary(result)
     if json_mode:
         emit_json(summary)

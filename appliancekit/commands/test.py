@@ -14,6 +14,7 @@ from appliancekit.commands.build import (
     build_summary,
     images_option,
     make_plan,
+    mirror_option,
     recipe_argument,
     run_build,
     settings_option,
@@ -45,6 +46,7 @@ def print_report(report: BootTestReport) -> None:
 @board_option
 @settings_option
 @images_option
+@mirror_option
 @click.option("--timeout", default=240.0, show_default=True, help="Seconds to wait for the probes.")
 @click.option(
     "--disk",
@@ -60,6 +62,7 @@ def test_command(
     board: str,
     settings: tuple[str, ...],
     images: Path | None,
+    mirror: str | None,
     timeout: float,
     disk: Path | None,
     json_mode: bool,
@@ -67,7 +70,7 @@ def test_command(
     """Build RECIPE for a board if needed, boot it under QEMU and run its probes."""
     reporter = reporter_from(ctx, json_mode)
     plan = make_plan(recipe, board, settings, images)
-    result = run_build(plan, reporter)
+    result = run_build(plan, reporter, mirror=mirror)
     reporter.step(
         f"boot-testing {plan.name} under {plan.board.qemu.binary} -M {plan.board.qemu.machine}"
     )

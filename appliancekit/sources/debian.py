@@ -16,9 +16,10 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 from appliancekit.cache import Cache
 from appliancekit.digest import fingerprint, sha256_file
@@ -60,6 +61,54 @@ class DebPackage:
 class FetchedDeb:
     package: DebPackage
     path: Path  # the .deb in the content-addressed cache
+
+
+class DebianSource(Protocol):
+    """Where a build's Debian packages come from: apt resolving against the current index
+    (AptSource) or a committed lock (debian_lock.LockedSource)."""
+
+    def resolve(self, packages: Iterable[str]) -> list[DebPackage]: ...
+
+    def fetch(self, packages: Sequence[DebPackage]) -> list[FetchedDeb]: ...
+
+    def missing_indexes(self) -> list[str]: ...
+
+
+# the source for one architecture (a build also runs the suite's Python on the build host)
+DebianSourceFor = Callable[[str], DebianSource]
+
+
+@dataclass(frozen=True)
+class Mirrors:
+    """The archive and its security archive. A snapshot archive URL
+    (`.../archive/debian/YYYYMMDDTHHMMSSZ/`) names its security twin
+    (`.../archive/debian-security/SAME/`), so one `--mirror` option gives both."""
+
+    debian: str = DEFAULT_MIRROR
+    security: str = DEFAULT_SECURITY_MIRROR
+
+    @classmethod
+    def from_option(cls, url: str | None) -> Mirrors:
+        if not url:
+            return cls()
+        url = url.rstrip("/")
+        if not re.match(r"^(https?|file)://", url):
+            raise UserError(f"--mirror {url!r} is not an http(s):// or file:// URL")
+        if "/archive/debian/" in url + "/":
+            return cls(
+                url,
+                (url + "/").replace("/archive/debian/", "/archive/debian-security/").rstrip("/"),
+            )
+        return cls(url, DEFAULT_SECURITY_MIRROR)
+
+    def url_for(self, filename: str) -> str:
+        """The pool path's URL: security updates live under pool/updates/ of the security
+        archive."""
+        base = self.security if filename.startswith("pool/updates/") else self.debian
+        return f"{base.rstrip('/')}/{filename}"
+
+
+DEFAULT_MIRRORS = Mirrors()
 
 
 @dataclass(frozen=True)
@@ -209,8 +258,27 @@ class AptSource:
         except FileNotFoundError:
             return []
 
+    def release_dates(self) -> dict[str, str]:
+        """Each index's `Date:` from its signed Release file, as the last update saw it:
+        the archive state the resolution came from."""
+        base = self.suite
+        dists = (
+            [base]
+            if "-" in base or base in ("sid", "forky")
+            else [base, f"{base}-updates", f"{base}-security"]
+        )
+        lists = self.root / "state/lists"
+        dates = {}
+        for dist in dists:
+            for release in sorted(lists.glob(f"*_dists_{dist}_InRelease")):
+                for line in release.read_text(errors="replace").splitlines():
+                    if line.startswith("Date:"):
+                        dates[dist] = line.split(":", 1)[1].strip()
+                        break
+        return dates
+
     def _is_companion_problem(self, problem: str) -> bool:
-        dists = _problem_dists(problem)
+        dists = problem_dists(problem)
         companions = {f"{self.suite}-updates", f"{self.suite}-security"}
         return bool(dists) and dists <= companions
 
@@ -361,7 +429,7 @@ def _deb822_stanzas(text: str) -> list[dict[str, str]]:
     return stanzas
 
 
-def _problem_dists(problem: str) -> set[str]:
+def problem_dists(problem: str) -> set[str]:
     """The suites an apt error line is about: "E: Failed to fetch .../dists/SUITE/..." or
     "Err:4 URI SUITE/COMPONENT ARCH Packages"."""
     dists = set(re.findall(r"/dists/([^/\s]+)/", problem))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from appliancekit.sources.pypi.bytecode import BYTECODE_PACKAGE, compile_bytecode
 from appliancekit.sources.pypi.download import fetch
+from appliancekit.sources.pypi.host_python import host_arch, host_python_packages
 from appliancekit.sources.pypi.install import (
     PythonInstall,
     install,
@@ -77,6 +78,8 @@ __all__ = [
     "exclude_patterns",
     "excluded",
     "fetch",
+    "host_arch",
+    "host_python_packages",
     "format_lock",
     "install",
     "installed_size",

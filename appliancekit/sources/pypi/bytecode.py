@@ -10,7 +10,7 @@ from pathlib import Path
 
 from appliancekit.cache import Cache
 from appliancekit.digest import fingerprint
-from appliancekit.sources.debian import DebPackage
+from appliancekit.sources.debian import DebianSourceFor, DebPackage
 from appliancekit.sources.pypi.host_python import host_python, run_host_python
 from appliancekit.sources.pypi.keep import excluded, kept_files
 from appliancekit.sources.pypi.plan import PythonPlan
@@ -40,6 +40,7 @@ def compile_bytecode(
     python: PythonPlan,
     suite: str,
     packages: Sequence[UnpackedPackage],
+    debian_for: DebianSourceFor | None = None,
 ) -> UnpackedPackage | None:
     """Unchecked-hash .pyc for every kept .py, compiled once per input set into the cache
     by the suite's Python for the build host (bytecode is the same on every architecture)."""
@@ -65,7 +66,7 @@ def compile_bytecode(
     destination = pypi_dir(cache) / "bytecode" / key
     listing = destination / LISTING
     if not listing.exists():
-        interpreter = host_python(cache, suite, python.version)
+        interpreter = host_python(cache, suite, python.version, debian_for)
         with cache.staged_dir(destination, "bytecode-") as staging:
             jobs = []
             for path in sources:

@@ -13,7 +13,7 @@ from pathlib import Path
 from appliancekit.cache import Cache
 from appliancekit.digest import fingerprint
 from appliancekit.errors import ToolError
-from appliancekit.sources.debian import AptSource
+from appliancekit.sources.debian import AptSource, DebianSource, DebianSourceFor
 from appliancekit.sources.pypi.store import pypi_dir
 from appliancekit.sources.pypi.tags import MACHINES
 from appliancekit.sources.unpack import unpack
@@ -35,14 +35,30 @@ class HostPython:
     binary: Path
 
 
-def host_python(cache: Cache, suite: str, version: str) -> HostPython:
+def host_python_packages(version: str) -> list[str]:
+    """The Debian packages of the build host's Python (a Debian lock pins their closure)."""
+    return [f"python{version}-minimal", f"libpython{version}-stdlib"]
+
+
+def _apt_for(cache: Cache, suite: str) -> DebianSourceFor:
+    def source(arch: str) -> DebianSource:
+        apt = AptSource(cache, suite, arch)
+        apt.update()
+        return apt
+
+    return source
+
+
+def host_python(
+    cache: Cache, suite: str, version: str, debian_for: DebianSourceFor | None = None
+) -> HostPython:
     """The suite's own Python for the build host, unpacked from Debian packages and run
-    through its own dynamic loader (the host's glibc may be older than the suite's)."""
+    through its own dynamic loader (the host's glibc may be older than the suite's).
+    `debian_for` gives the build's source of Debian packages (its lock, when it has one)."""
     arch = host_arch()
-    apt = AptSource(cache, suite, arch)
-    apt.update()
-    packages = apt.resolve([f"python{version}-minimal", f"libpython{version}-stdlib"])
-    unpacked = [unpack(cache, f) for f in apt.fetch(packages)]
+    source = (debian_for or _apt_for(cache, suite))(arch)
+    packages = source.resolve(host_python_packages(version))
+    unpacked = [unpack(cache, f) for f in source.fetch(packages)]
     key = fingerprint(sorted(p.sha256 for p in packages))
     home = pypi_dir(cache) / "host-python" / key
     if not (home / ".complete").exists():

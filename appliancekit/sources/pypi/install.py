@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from appliancekit.cache import Cache
 from appliancekit.errors import UserError
 from appliancekit.minimise import ClosureRequest
-from appliancekit.sources.debian import DebPackage
+from appliancekit.sources.debian import DebianSourceFor, DebPackage
 from appliancekit.sources.pypi.bytecode import compile_bytecode
 from appliancekit.sources.pypi.download import fetch
 from appliancekit.sources.pypi.keep import kept_files, python_roots, under
@@ -33,6 +33,7 @@ def install(
     python: PythonPlan | None,
     suite: str,
     debian: Sequence[UnpackedPackage],
+    debian_for: DebianSourceFor | None = None,
 ) -> PythonInstall:
     """Fetch, verify and unpack the wheels, compile their bytecode, and say what to keep."""
     if python is None:
@@ -65,7 +66,7 @@ def install(
     ]
     python_debs = [u for u in debian if any(under(f.path, python_roots(python)) for f in u.files)]
     packages: list[UnpackedPackage] = list(wheels)
-    bytecode = compile_bytecode(cache, python, suite, [*python_debs, *wheels])
+    bytecode = compile_bytecode(cache, python, suite, [*python_debs, *wheels], debian_for)
     if bytecode is not None:
         packages.append(bytecode)
     keep = kept_files(python, [*python_debs, *packages])

@@ -1,0 +1,1 @@
+"""Releases: Debian lock files, the release matrix, rebuilding and checking a release."""
