@@ -12,7 +12,7 @@ packages=(
   qemu-system-arm qemu-system-x86 qemu-efi-aarch64 qemu-efi-arm ovmf
   erofs-utils cryptsetup-bin fdisk dosfstools mtools e2fsprogs cpio kmod
   bmap-tools zstd xz-utils git make nix-bin
-  device-tree-compiler busybox-static
+  device-tree-compiler busybox-static minisign
   pdns-server pdns-backend-sqlite3 sqlite3
 )
 if [ "$extra" = bench ]; then

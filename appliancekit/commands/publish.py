@@ -78,6 +78,12 @@ MIB = 1 << 20
     metavar="NAME=VALUE",
     help="[proxmox] Per-device setting written to settings.env on the ESP (repeatable).",
 )
+@click.option(
+    "--sign",
+    "sign_key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="[git] Sign SHA256SUMS with this minisign secret key (`appliancekit keygen`).",
+)
 @json_option
 @click.pass_context
 @handle_errors
@@ -99,6 +105,7 @@ def publish_command(
     storage: str,
     bridge: str,
     device_settings: tuple[str, ...],
+    sign_key: Path | None,
     json_mode: bool,
 ) -> None:
     """Publish a built image: an SD-card release, an AMI, or a commit in a deploy repo.
@@ -106,6 +113,8 @@ def publish_command(
     The image is checked against its SHA256SUMS first; nothing is published from a bad one.
     """
     reporter = reporter_from(ctx, json_mode)
+    if sign_key is not None and target != "git":
+        raise UserError("--sign is for --to git", field="--sign")
     if target == "sdcard":
         from appliancekit.manifest import load_manifest
         from appliancekit.publish.sdcard import publish_sdcard
@@ -173,6 +182,7 @@ def publish_command(
             max_artifact_bytes=max_artifact_size * MIB,
             level=level,
             reporter=reporter,
+            sign_key=sign_key,
         )
         payload = result_git.to_json()
         state = "committed" if result_git.committed else "already published, no new commit"

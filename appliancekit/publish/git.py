@@ -24,9 +24,11 @@ from appliancekit.errors import UserError
 from appliancekit.hostcmd import run
 from appliancekit.publish.image import SHA256SUMS, VerifiedImage, open_image_dir, read_sha256sums
 from appliancekit.publish.sdcard import DEFAULT_LEVEL, release_names, write_release
+from appliancekit.release.signing import sign, signature_path
 
 DEFAULT_MAX_ARTIFACT = 64 << 20
 RELEASE_JSON = "release.json"
+SIGNED_SUMS = SHA256SUMS + ".minisig"
 
 
 @dataclass
@@ -94,11 +96,17 @@ def publish_git(
     level: int = DEFAULT_LEVEL,
     reporter: object | None = None,
     image: VerifiedImage | None = None,
+    sign_key: Path | None = None,
 ) -> GitResult:
+    """Commit the release into RECIPE/BOARD/ of `repo`. With `sign_key` (a minisign secret
+    key from `appliancekit keygen`), SHA256SUMS is signed: SHA256SUMS.minisig covers the
+    image, manifest and block map through their hashes."""
     from appliancekit.output import Reporter
 
     rep = reporter if isinstance(reporter, Reporter) else Reporter()
     top = repo_root(repo)
+    if sign_key is not None and not Path(sign_key).is_file():
+        raise UserError("no such secret key (create one with `appliancekit keygen`)", file=sign_key)
     if image is None:
         with rep.progress("verifying image", total=None) as task:
             image = open_image_dir(image_dir, progress=task)
@@ -110,7 +118,8 @@ def publish_git(
     def clean() -> bool:
         return not _git(top, "status", "--porcelain", "--", str(rel))
 
-    if _already_published(directory, image) and clean():
+    signed_already = sign_key is None or signature_path(directory / SHA256SUMS).exists()
+    if _already_published(directory, image) and signed_already and clean():
         return GitResult(
             str(top),
             str(rel),
@@ -128,13 +137,17 @@ def publish_git(
         names = ["manifest.json", SHA256SUMS, bmap_name] + ([zst_name] if include else [])
         directory.mkdir(parents=True, exist_ok=True)
         for stale in directory.iterdir():
-            if stale.name not in names and stale.name != RELEASE_JSON:
+            keep = {RELEASE_JSON, *([SIGNED_SUMS] if sign_key is not None else [])}
+            if stale.name not in names and stale.name not in keep:
                 if stale.is_dir():
                     shutil.rmtree(stale)
                 else:
                     stale.unlink()
         for name in names:
             shutil.copyfile(release.directory / name, directory / name)
+    if sign_key is not None:
+        # Ed25519 is deterministic: signing the same sums again gives the same file
+        sign(directory / SHA256SUMS, sign_key, comment=f"{m.name}.img sha256 {image.sha256}")
     info = {
         "name": m.name,
         "recipe": m.recipe,
@@ -145,6 +158,7 @@ def publish_git(
         "image_size": image.size,
         "compressed_size": release.compressed_size,
         "artefacts_included": include,
+        "signed": sign_key is not None,
         "verity_root_hash": m.verity.root_hash if m.verity else None,
         "appliancekit": appliancekit.__version__,
     }
