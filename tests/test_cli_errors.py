@@ -146,6 +146,10 @@ LOCK_CASES = [
         _corrupt_lock,
         ["debian-trixie-arm64.lock", "package[0].sha256", "appliancekit lock homepage"],
     ),
+    (["release", "--recipe", "nosuch"], None, ["nosuch", "homepage"]),
+    (["release", "--board", "vax"], None, ["vax", "rpi4"]),
+    (["release", "--sign", "/nonexistent/key"], None, ["/nonexistent/key", "keygen"]),
+    (["verify-release", "recipes"], None, ["manifest"]),
     (
         ["build", "homepage", "--board", "qemu-virt-arm64", "--mirror", "snapshot/archive"],
         None,

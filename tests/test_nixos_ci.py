@@ -49,6 +49,16 @@ def test_release_workflow_builds_with_a_nix_that_builds_the_pin() -> None:
     assert re.search(rf"NIXPKGS_REV: {NIXPKGS.rev}\b", text)  # the option check's revision
 
 
+def test_release_workflow_publishes_through_appliancekit_release() -> None:
+    """The Debian jobs call `appliancekit release` (per runner, then once to deploy, signed)
+    instead of repeating build, test and publish steps inline."""
+    text = WORKFLOW.read_text()
+    assert text.count("appliancekit release") >= 2
+    assert "--repo deploy" in text and "--sign" in text
+    assert "appliancekit test" not in text and "appliancekit publish" not in text
+    assert "push origin" in text and "action-gh-release" in text
+
+
 def test_matrix_lists_nixos_recipes_on_every_board() -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "ci" / "matrix.py")], capture_output=True, text=True, check=True
