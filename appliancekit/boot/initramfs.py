@@ -207,6 +207,8 @@ def _depmod(root: Path, version: str) -> None:
     for generated in sorted((root / "usr/lib/modules" / version).glob("modules.*")):
         if generated.suffix == ".bin":
             generated.unlink()  # binary indexes only speed up kmod's modprobe, not busybox's
+        else:
+            generated.chmod(0o644)  # depmod creates them with the build's umask
 
 
 def _write_cpio(root: Path, output: Path) -> None:
