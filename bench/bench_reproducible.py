@@ -10,7 +10,8 @@
     sudo .venv/bin/python bench/bench_reproducible.py [--recipe homepage]
         [--board qemu-virt-arm64] [--skip-chroot] [--json]
 
-Needs root (the chroot; image trees are owned by their service users) and the fresh base
+Builds the committed HEAD (a clone, as a new machine gets it). Needs root (the chroot; image
+trees are owned by their service users) and the fresh base
 tree of ../shared/tools/fresh-machine ($FRESH_BASE, default /var/tmp/fresh-bookworm.tar).
 """
 
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -32,11 +34,12 @@ sys.path.insert(0, str(REPO))
 from appliancekit.board import find_board  # noqa: E402
 from appliancekit.build import BuildPlan, build  # noqa: E402
 from appliancekit.cache import Cache, default_cache_dir  # noqa: E402
+from appliancekit.manifest import load_manifest  # noqa: E402
 from appliancekit.output import Reporter  # noqa: E402
 from appliancekit.project import Project  # noqa: E402
 from appliancekit.publish.sdcard import publish_sdcard  # noqa: E402
 from appliancekit.recipe import find_recipe, resolve_settings  # noqa: E402
-from appliancekit.release.verify import verify_release  # noqa: E402
+from appliancekit.release.verify import first_root_difference, verify_release  # noqa: E402
 
 # the build's host tools (scripts/setup-host.sh without QEMU and Nix: nothing is booted here)
 CHROOT_PACKAGES = [
@@ -96,28 +99,23 @@ def resolving_build(recipe: str, board: str, work: Path) -> float:
     return seconds
 
 
-def _project_files() -> list[str]:
-    listed = subprocess.run(
-        ["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    return [f for f in listed if (REPO / f).is_file()]
-
-
-def chroot_build(recipe: str, board: str, base: Path) -> dict[str, object]:
+def chroot_build(recipe: str, board: str, base: Path, keep: Path) -> dict[str, object]:
+    """Build in a fresh chroot; the image directory is copied to `keep` for comparison."""
     root = Path(tempfile.mkdtemp(prefix="ak-repro-", dir="/var/tmp"))
     mounts: list[Path] = []
     try:
         subprocess.run(["tar", "-C", str(root), "-xf", str(base)], check=True)
         project = root / CHROOT_PROJECT.lstrip("/")
-        project.mkdir(parents=True)
-        for name in _project_files():
-            target = project / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, target, follow_symlinks=False)
+        project.parent.mkdir(parents=True)
+        # a clone of the committed HEAD, as a new machine gets it: the source date of a build
+        # is the committer time of its inputs, the same in every clone
+        subprocess.run(["git", "clone", "-q", str(REPO), str(project)], check=True)
         shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+        # a new machine here has the host's Debian sources (suite, -updates, -security), so
+        # the same versions of the image tools as the host
+        for sources in Path("/etc/apt").glob("sources.list.d/debian.sources"):
+            shutil.copy(sources, root / "etc/apt/sources.list.d" / sources.name)
+            (root / "etc/apt/sources.list").unlink(missing_ok=True)
         for extra in ("/etc/pip.conf",):
             if Path(extra).exists():
                 shutil.copy(extra, root / extra.lstrip("/"))
@@ -176,6 +174,7 @@ def chroot_build(recipe: str, board: str, base: Path) -> dict[str, object]:
         started = time.monotonic()
         cold = json.loads(inside(build_cmd, CHROOT_ENV))
         cold_seconds = time.monotonic() - started
+        shutil.copytree(root / cold["image_dir"].lstrip("/"), keep, symlinks=True)
         started = time.monotonic()
         warm = json.loads(inside(build_cmd, CHROOT_ENV))
         warm_seconds = time.monotonic() - started
@@ -197,39 +196,99 @@ def chroot_build(recipe: str, board: str, base: Path) -> dict[str, object]:
             shutil.rmtree(root, ignore_errors=True)
 
 
+def _explain(host: Path, chroot: Path) -> dict[str, object]:
+    """Where two builds of the same inputs differ: fingerprint, partitions, first root file."""
+    a, b = load_manifest(host), load_manifest(chroot)
+    parts = {p.name: (p.sha256 if hasattr(p, "sha256") else None) for p in a.disk.partitions}
+    differing = [
+        p.name for p in b.disk.partitions if getattr(p, "sha256", None) != parts.get(p.name)
+    ]
+    with tempfile.TemporaryDirectory(prefix="ak-bench-diff-") as tmp:
+        first = first_root_difference(host / "disk.img", chroot / "disk.img", a, b, Path(tmp))
+    return {
+        "inputs_equal": a.inputs == b.inputs,
+        "differing_partitions": differing,
+        "first_root_difference": first,
+        "host_image": str(host),
+        "chroot_image": str(chroot),
+    }
+
+
+def _summary(figures: dict[str, Any]) -> str:
+    host = figures["host"]
+    lines = [
+        f"{figures['recipe']} on {figures['board']}, warm package cache:",
+        f"  build from lock     {host['build_from_lock_seconds']:6.1f} s",
+    ]
+    if "build_that_resolves_seconds" in figures:
+        lines.append(
+            f"  build that resolves {figures['build_that_resolves_seconds']:6.1f} s   "
+            f"lock/resolve = {figures['lock_vs_resolve_ratio']}"
+        )
+    if "verify_release" in figures:
+        v = figures["verify_release"]
+        lines.append(
+            f"  verify-release      {v['seconds']:6.1f} s   verify/build = "
+            f"{v['ratio_to_build']}, identical: {v['equal']}"
+        )
+    if "fresh_chroot" in figures:
+        c = figures["fresh_chroot"]
+        lines += [
+            f"  fresh chroot ({c['path']}, umask {c['umask']}, TZ {CHROOT_ENV['TZ']}, "
+            f"{CHROOT_ENV['LC_ALL']}, empty cache): sha256 equal to host: {c['equal_to_host']}",
+            f"    cold cache {c['cold_cache_seconds']} s, warm {c['warm_cache_seconds']} s, "
+            f"warm/host = {c['warm_ratio_to_host']}; chroot set-up {c['setup_seconds']} s",
+            f"  host   {host['sha256']}",
+            f"  chroot {c['sha256']}",
+        ]
+        if "difference" in c:
+            lines.append(f"  difference: {json.dumps(c['difference'])}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="homepage")
     parser.add_argument("--board", default="qemu-virt-arm64")
     parser.add_argument("--skip-chroot", action="store_true")
+    parser.add_argument(
+        "--chroot-only", action="store_true", help="only the host build and the chroot build"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     project = Project(REPO)
-    figures: dict[str, object] = {"recipe": args.recipe, "board": args.board}
+    figures: dict[str, Any] = {"recipe": args.recipe, "board": args.board}
     with tempfile.TemporaryDirectory(prefix="ak-bench-repro-") as tmp:
         work = Path(tmp)
         images = work / "images"
         timed_build(project, args.recipe, args.board, images)  # warm every cache first
         lock_seconds, host_sha = timed_build(project, args.recipe, args.board, images)
-        resolve_seconds = resolving_build(args.recipe, args.board, work)
         figures["host"] = {"sha256": host_sha, "build_from_lock_seconds": round(lock_seconds, 1)}
-        figures["build_that_resolves_seconds"] = round(resolve_seconds, 1)
-        figures["lock_vs_resolve_ratio"] = round(lock_seconds / resolve_seconds, 2)
+        if not args.chroot_only:
+            resolve_seconds = resolving_build(args.recipe, args.board, work)
+            figures["build_that_resolves_seconds"] = round(resolve_seconds, 1)
+            figures["lock_vs_resolve_ratio"] = round(lock_seconds / resolve_seconds, 2)
 
         image_dir = images / f"{args.recipe}-{args.board}"
-        release = work / "release"
-        publish_sdcard(image_dir, release)
-        verify = verify_release(release, project, Cache(default_cache_dir()), Reporter())
-        figures["verify_release"] = {
-            "equal": verify.equal,
-            "seconds": round(verify.rebuild_seconds, 1),
-            "ratio_to_build": round(verify.rebuild_seconds / lock_seconds, 2),
-        }
+        host_image = Path(tempfile.mkdtemp(prefix="ak-bench-host-image-")) / "image"
+        shutil.copytree(image_dir, host_image)
+        if not args.chroot_only:
+            release = work / "release"
+            publish_sdcard(image_dir, release)
+            verify = verify_release(release, project, Cache(default_cache_dir()), Reporter())
+            figures["verify_release"] = {
+                "equal": verify.equal,
+                "seconds": round(verify.rebuild_seconds, 1),
+                "ratio_to_build": round(verify.rebuild_seconds / lock_seconds, 2),
+            }
     if not args.skip_chroot:
         base = Path(os.environ.get("FRESH_BASE", "/var/tmp/fresh-bookworm.tar"))
         if not base.exists():
             raise SystemExit(f"{base} missing: run ../shared/tools/fresh-machine true once")
-        chroot = chroot_build(args.recipe, args.board, base)
+        kept = Path(tempfile.mkdtemp(prefix="ak-bench-chroot-image-")) / "image"
+        chroot = chroot_build(args.recipe, args.board, base, kept)
+        if chroot["sha256"] != host_sha:
+            chroot["difference"] = _explain(host_image, kept)
         chroot["equal_to_host"] = chroot["sha256"] == host_sha == chroot["sha256_warm"]
         chroot["warm_ratio_to_host"] = round(
             float(chroot["warm_cache_seconds"]) / lock_seconds,
@@ -239,32 +298,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
-        host = figures["host"]
-        print(f"{args.recipe} on {args.board}, warm package cache:")
-        print(f"  build from lock     {host['build_from_lock_seconds']:6.1f} s")  # type: ignore[index]
-        print(
-            f"  build that resolves {resolve_seconds:6.1f} s   "
-            f"lock/resolve = {figures['lock_vs_resolve_ratio']}"
-        )
-        v = figures["verify_release"]
-        print(
-            f"  verify-release      {v['seconds']:6.1f} s   verify/build = "  # type: ignore[index]
-            f"{v['ratio_to_build']}, identical: {v['equal']}"
-        )  # type: ignore[index]
-        if "fresh_chroot" in figures:
-            c = figures["fresh_chroot"]
-            print(
-                f"  fresh chroot ({c['path']}, umask {c['umask']}, TZ {CHROOT_ENV['TZ']}, "  # type: ignore[index]
-                f"{CHROOT_ENV['LC_ALL']}, empty cache): sha256 equal to host: "
-                f"{c['equal_to_host']}"
-            )  # type: ignore[index]
-            print(
-                f"    cold cache {c['cold_cache_seconds']} s, warm {c['warm_cache_seconds']} s, "  # type: ignore[index]
-                f"warm/host = {c['warm_ratio_to_host']}; chroot set-up "  # type: ignore[index]
-                f"{c['setup_seconds']} s"
-            )  # type: ignore[index]
-            print(f"  host   {host_sha}")
-            print(f"  chroot {c['sha256']}")  # type: ignore[index]
+        print(_summary(figures))
     return 0
 
 
