@@ -258,3 +258,26 @@ def test_cli_cloud_bad_input_is_one_line(cli, tmp_path: Path) -> None:  # type: 
     unknown = cli("cloud", "dns", "exampel")
     assert unknown.returncode == 2 and "did you mean 'example'?" in unknown.stderr
     assert not Project(REPO).images_dir.joinpath("clouds", "mine").exists()
+
+
+def test_flash_settings_for_a_real_device(tmp_path: Path, secrets: CloudSecrets) -> None:
+    import tomllib
+
+    from appliancekit.cloud.boot import write_flash_settings
+
+    text = (
+        HEAD.replace('network = "10.9.0.0/24"', 'network = "10.9.0.0/24"\ngateway = "10.9.0.1"')
+        + DNS
+    )
+    cloud = load_cloud(write_cloud(tmp_path, text), PROJECT)
+    path = write_flash_settings(cloud, secrets, cloud.dns, tmp_path / "settings")
+    assert path.stat().st_mode & 0o777 == 0o600
+    values = tomllib.loads(path.read_text())  # what `flash --settings` reads
+    assert values["net_address"] == "10.9.0.2/24" and values["net_interface"] == "1"
+    assert values["net_gateway"] == "10.9.0.1" and values["hostname"] == "ns"
+    assert values["api_key"] == secrets.pdns_api_key and values["zones"] == "example.net"
+    outside = (
+        HEAD.replace('network = "10.9.0.0/24"', 'network = "10.9.0.0/24"\ngateway = "10.8.0.1"')
+        + DNS
+    )
+    assert "cloud.gateway: 10.8.0.1 is not in the cloud's network" in load_error(tmp_path, outside)

@@ -8,6 +8,7 @@ rejected, and every error is one line with file:line and the field. Format::
     summary = "..."
     network = "10.42.0.0/24"         # required: the members' own network (IPv4)
     network6 = "fd42:0:0:1::/64"     # optional: the same network's IPv6 prefix
+    gateway = "10.42.0.1"            # optional: the network's router (for real devices)
     ttl = 300                        # TTL of the generated records
     dkim_selector = "mail"           # the mail member's DKIM selector
     dmarc = "p=quarantine"           # DMARC policy tags (rua= is added: postmaster@domain)
@@ -119,6 +120,7 @@ class Cloud:
     members: tuple[Member, ...]
     summary: str = ""
     network6: ipaddress.IPv6Network | None = None
+    gateway: ipaddress.IPv4Address | None = None
     ttl: int = 300
     dkim_selector: str = "mail"
     dmarc: str = "p=quarantine"
@@ -231,6 +233,7 @@ CLOUD_FIELDS = (
     Field("summary", string(nonempty=False), default=""),
     Field("network", _network(4), required=True),
     Field("network6", _network(6)),
+    Field("gateway", _address(4)),
     Field("ttl", integer(30, 86400), default=300),
     Field("dkim_selector", string(pattern=_SELECTOR_RE, hint="a DNS label"), default="mail"),
     Field(
@@ -292,6 +295,8 @@ def load_cloud(path: Path, project: Project) -> Cloud:
     head = top["cloud"]
     network: ipaddress.IPv4Network = head["network"]
     network6: ipaddress.IPv6Network | None = head["network6"]
+    if head["gateway"] is not None and head["gateway"] not in network:
+        src.fail(("cloud", "gateway"), f"{head['gateway']} is not in the cloud's network {network}")
     recipes = list_recipes(project.recipes_dir)
     boards = list_boards(project.boards_dir)
     members: list[Member] = []
@@ -413,6 +418,7 @@ def load_cloud(path: Path, project: Project) -> Cloud:
         domain=head["domain"],
         network=network,
         network6=network6,
+        gateway=head["gateway"],
         members=tuple(members),
         summary=head["summary"],
         ttl=head["ttl"],

@@ -21,6 +21,7 @@ Value = Callable[[Cloud, Member, CloudSecrets], str]
 # Universal per-device network settings (read by the initramfs of every image).
 NET_ADDRESS = "net_address"  # ADDR/PREFIX, static, on NIC number net_interface
 NET_ADDRESS6 = "net_address6"
+NET_GATEWAY = "net_gateway"
 NET_INTERFACE = "net_interface"  # 1-based NIC position; the default 1 replaces DHCP there
 
 ROLE_SETTINGS: Mapping[Role, Mapping[str, Value]] = {
@@ -69,6 +70,9 @@ def member_settings(
     }
     if member.address6 is not None:
         values[NET_ADDRESS6] = f"{member.address6}/{member.prefix6}"
+    if cloud.gateway is not None and net_interface == 1:
+        # a real device's only NIC: its way out (the QEMU harness keeps DHCP's on NIC 1)
+        values[NET_GATEWAY] = str(cloud.gateway)
     for name, value in ROLE_SETTINGS[member.role].items():
         values[name] = value(cloud, member, secrets)
     values.update(member.settings)

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import sys
+import tempfile
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
 
+from appliancekit.build import BuildPlan, BuildResult
 from appliancekit.cloud import pdns, records
-from appliancekit.cloud.model import Cloud, find_cloud, list_clouds
+from appliancekit.cloud.boot import boot_cloud, build_members, make_cards, write_flash_settings
+from appliancekit.cloud.checks import Check, apply_records, run_checks
+from appliancekit.cloud.model import Cloud, Member, find_cloud, list_clouds
 from appliancekit.cloud.secrets import CloudSecrets, load_or_create
+from appliancekit.cloud.testrun import run_cloud_test
 from appliancekit.commands._common import handle_errors, json_option, reporter_from
-from appliancekit.commands.build import images_option
+from appliancekit.commands.build import images_option, run_build
 from appliancekit.errors import UserError
 from appliancekit.output import emit_json
 from appliancekit.project import find_project
+from appliancekit.recipe import resolve_settings
 
 cloud_argument = click.argument("name")
 
@@ -125,8 +133,163 @@ def dns_command(
     )
 
 
+def _builds(
+    ctx: click.Context, cloud: Cloud, secrets: CloudSecrets, images: Path | None, json_mode: bool
+) -> dict[str, BuildResult]:
+    reporter = reporter_from(ctx, json_mode)
+    images_dir = (images or find_project().images_dir).resolve()
+
+    def builder(member: Member, build_settings: Mapping[str, str]) -> BuildResult:
+        plan = BuildPlan(
+            member.recipe, member.board, resolve_settings(member.recipe, build_settings), images_dir
+        )
+        reporter.step(f"{member.name}: {plan.name}")
+        return run_build(plan, reporter)
+
+    return build_members(cloud, secrets, builder)
+
+
+@cloud_group.command("build")
+@cloud_argument
+@images_option
+@json_option
+@click.pass_context
+@handle_errors
+def build_command(ctx: click.Context, name: str, images: Path | None, json_mode: bool) -> None:
+    """Build every member's image and the cloud's secrets (the DKIM key, the DNS API key);
+    write each member's QEMU card (images/clouds/NAME/cards/MEMBER.img, for `cloud run`) and
+    its per-device settings for `flash --settings` onto a real device
+    (images/clouds/NAME/settings/MEMBER.toml)."""
+    cloud = _load(name)
+    secrets = _secrets(cloud, images)
+    builds = _builds(ctx, cloud, secrets, images, json_mode)
+    state = state_dir(cloud, images)
+    cards = make_cards(cloud, secrets, builds, state / "cards")
+    rows = [
+        {
+            "member": n,
+            "image_dir": str(builds[n].output_dir),
+            "card": str(c.disk),
+            "flash_settings": str(
+                write_flash_settings(cloud, secrets, c.member, state / "settings")
+            ),
+            "rebuilt": builds[n].rebuilt,
+        }
+        for n, c in cards.items()
+    ]
+    if json_mode:
+        emit_json({"cloud": cloud.name, "members": rows})
+        return
+    for row in rows:
+        state_word = "built" if row["rebuilt"] else "up to date"
+        click.echo(
+            f"{row['member']}: image {row['image_dir']} ({state_word}); QEMU card {row['card']};"
+            f" settings for flash: {row['flash_settings']}"
+        )
+
+
+@cloud_group.command("test")
+@cloud_argument
+@images_option
+@click.option(
+    "--timeout", default=1200.0, show_default=True, help="Seconds for the whole cloud to pass."
+)
+@json_option
+@click.pass_context
+@handle_errors
+def test_command(
+    ctx: click.Context, name: str, images: Path | None, timeout: float, json_mode: bool
+) -> None:
+    """Boot every member on one network (QEMU, no root), apply the records through the DNS
+    member's API and check the members across the network. Cards are throw-away copies with
+    each recipe's [test] settings (probe accounts) under the cloud's."""
+    cloud = _load(name)
+    secrets = _secrets(cloud, images)
+    builds = _builds(ctx, cloud, secrets, images, json_mode)
+    reporter_from(ctx, json_mode).step(f"booting {len(cloud.members)} members of {cloud.name}")
+    with tempfile.TemporaryDirectory(prefix="cloud-test.") as tmp:
+        cards = make_cards(cloud, secrets, builds, Path(tmp) / "cards", test=True)
+        logs = state_dir(cloud, images) / "test"
+        reporter = reporter_from(ctx, json_mode)
+        report = run_cloud_test(
+            cloud,
+            secrets,
+            cards,
+            logs,
+            timeout=timeout,
+            on_result=lambda r: reporter.step(f"{r.name}: ok after {r.seconds:.0f}s"),
+        )
+    if json_mode:
+        emit_json(report.to_json())
+    else:
+        for check in report.checks:
+            mark = "ok  " if check.ok else "FAIL"
+            click.echo(
+                f"  {mark} {check.name}: {check.detail} ({check.seconds:.1f}s, {check.attempts} tries)"
+            )
+        if report.passed:
+            click.echo(
+                f"{cloud.name}: PASS, all {len(cloud.members)} members healthy {report.healthy:.1f}s after the first QEMU start"
+            )
+        else:
+            click.echo(f"{cloud.name}: FAIL: {report.failure}", err=True)
+            for member, tail in report.serial_tails.items():
+                click.echo(f"--- {member}: last serial lines ---\n{tail}", err=True)
+        click.echo(f"serial logs: {logs}/MEMBER/serial.log")
+    sys.exit(0 if report.passed else 1)
+
+
+@cloud_group.command("run")
+@cloud_argument
+@images_option
+@json_option
+@click.pass_context
+@handle_errors
+def run_command(ctx: click.Context, name: str, images: Path | None, json_mode: bool) -> None:
+    """Boot every member on one network and keep them running (Ctrl-C stops them); the
+    records are applied once the DNS member answers. Cards (and so each member's /data) are
+    kept in images/clouds/NAME/cards/ between runs."""
+    cloud = _load(name)
+    secrets = _secrets(cloud, images)
+    builds = _builds(ctx, cloud, secrets, images, json_mode)
+    state = state_dir(cloud, images)
+    cards = make_cards(cloud, secrets, builds, state / "cards")
+    with boot_cloud(cloud, cards, state / "run", snapshot=False) as booted:
+        ports = {
+            n: {f"{f.guest_port}/{f.protocol}": f"127.0.0.1:{f.host_port}" for f in b.forwards}
+            for n, b in booted.members.items()
+        }
+        results = run_checks(
+            booted,
+            [
+                Check(
+                    "records applied through the DNS member's API",
+                    lambda: apply_records(booted, secrets),
+                )
+            ],
+            time.monotonic() + 300,
+        )
+        if json_mode:
+            emit_json(
+                {
+                    "cloud": cloud.name,
+                    "lan": booted.lan.to_json(),
+                    "forwards": ports,
+                    "records": [r.to_json() for r in results],
+                }
+            )
+        else:
+            for member, forwards in ports.items():
+                click.echo(f"{member}: " + ", ".join(f"{g} -> {h}" for g, h in forwards.items()))
+            for r in results:
+                click.echo(f"{r.name}: {r.detail}")
+            click.echo("running; Ctrl-C stops every member", err=True)
+        sys.stdout.flush()
+        try:
+            while all(booted.cluster.running().values()):
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+
+
 COMMANDS = [cloud_group]
-
-
-def _exit(passed: bool) -> None:
-    sys.exit(0 if passed else 1)

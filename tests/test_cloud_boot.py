@@ -1,0 +1,54 @@
+"""`cloud test` on the example cloud: dns, homepage, mailserver and matrix booted together
+on qemu-virt-arm64 (TCG), one multicast network between the QEMU processes, each member at
+the address the cloud file gives it. Reuses the session's images (tests/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from appliancekit.build import BuildResult
+from appliancekit.cloud.boot import build_members, make_cards
+from appliancekit.cloud.model import Member, find_cloud
+from appliancekit.cloud.secrets import load_or_create
+from appliancekit.cloud.testrun import run_cloud_test
+
+from .conftest import PROJECT, ApplianceCache
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.timeout(3000)  # 4 guests on 2 shared cores: measured 1118 s under load 15
+def test_example_cloud(appliances: ApplianceCache, tmp_path: Path) -> None:
+    cloud = find_cloud("example", PROJECT)
+    secrets = load_or_create(tmp_path / "state")
+
+    def builder(member: Member, build_settings: Mapping[str, str]) -> BuildResult:
+        assert not build_settings, "the example cloud sets per-device settings only"
+        return appliances.build(member.recipe.name, member.board.name)
+
+    builds = build_members(cloud, secrets, builder)
+    cards = make_cards(cloud, secrets, builds, tmp_path / "cards", test=True)
+    report = run_cloud_test(cloud, secrets, cards, tmp_path / "run", timeout=1800)
+    summary = "\n".join(f"{c.ok} {c.name}: {c.detail} ({c.seconds:.1f}s)" for c in report.checks)
+    tails = "\n".join(f"--- {m}\n{t}" for m, t in report.serial_tails.items())
+    assert report.passed, f"{report.failure}\n{summary}\n{tails}"
+    names = [c.name for c in report.checks]
+    assert names == [
+        "records applied through the DNS member's API",
+        "every member resolved at the DNS member and answering",
+        "homepage by name",
+        "Matrix delegation (SRV) resolved and served",
+        "mail DKIM-signed, verified against the DNS member (dkimpy)",
+        "mail member checks DKIM through the DNS member",
+    ]
+    # every member took its static address on the cloud's NIC (the second one)
+    for member in cloud.members:
+        serial = Path(report.logs[member.name]).read_text(errors="replace")
+        assert (
+            f"eth1: {member.address}/24 {member.address6}/64 (static, per-device settings)"
+            in serial
+        )
+    print(f"example cloud healthy {report.healthy:.1f}s after the first QEMU start; {summary}")
