@@ -131,3 +131,21 @@ def test_a_saved_run_prints_the_same_table():
     ]  # fmt: skip
     saved = json.loads(json.dumps([f.to_json() for f in figures]))
     assert table([Figure.from_json(f) for f in saved]) == table(figures)
+
+
+def test_without_the_warm_install_the_warm_build_has_no_row_rather_than_a_wrong_baseline():
+    from pathlib import Path as P
+
+    from bench.builds import BuildTimes, TimedBuild
+    from bench.debian_install import DebianInstall
+    from bench.run import build_figures
+
+    sizes = {"sealed_root_bytes": 8 * MIB, "minimised_root_bytes": 13 * MIB}
+    builds = BuildTimes(*(TimedBuild(s, True, P("x"), sizes) for s in (300.0, 20.0, 1.0)))
+    cold = DebianInstall(2000.0, 150 * MIB, 94)
+    names = [f.name for f in build_figures("homepage", builds, cold, None)]
+    assert "build, warm package cache" not in names and "cold build, empty cache" in names
+    warm = DebianInstall(1900.0, 150 * MIB, 94)
+    with_warm = {f.name: f for f in build_figures("homepage", builds, cold, warm)}
+    assert with_warm["build, warm package cache"].baseline == 1900.0
+    assert with_warm["no-op rebuild"].baseline == 20.0
