@@ -148,7 +148,8 @@ def _settings_from(
     values = {
         name: value
         for name, value in manifest.settings.items()
-        if name in kinds and kinds[name] != SettingKind.PATH
+        # an empty value is an unset optional setting: it keeps its default
+        if name in kinds and kinds[name] != SettingKind.PATH and value != ""
     }
     return {**values, **overrides}
 
