@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -65,6 +64,8 @@ from appliancekit.sources.debian import (
 )
 from appliancekit.sources.debian_lock import LockedSource, lock_path, read_lock
 from appliancekit.sources.unpack import UnpackedPackage, unpack
+from appliancekit.staging import work_dir
+from appliancekit.tomlsource import source_error
 from appliancekit.tree import materialise
 
 DISK = "disk.img"
@@ -180,6 +181,13 @@ def build(
     mirrors: Mirrors = DEFAULT_MIRRORS,
 ) -> BuildResult:
     started = time.monotonic()
+    if not plan.recipe.services:
+        raise source_error(
+            plan.recipe.source_file,
+            ("appliance", "backend"),
+            f"{plan.recipe.name} has no Debian part ([debian] and [[service]]): it builds only"
+            " with the NixOS backend",
+        )
     python = pypi.plan(plan.recipe, plan.board.arch.value)  # lock only: fails fast, no network
     debian = debian_inputs(plan, cache, reporter, refresh=refresh, mirrors=mirrors)
     apt = debian.target
@@ -215,16 +223,11 @@ def build(
         cache, python, plan.suite, [unpacked[p] for p in sources.root], debian.for_arch
     )
 
-    tmp_root = plan.images_dir / ".tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{plan.name}.", dir=tmp_root))
-    try:
+    with work_dir(plan.images_dir, f"{plan.name}.") as work:
         manifest = _build_into(
             plan, sources, unpacked, inputs, epoch, work, reporter, wheels, debian.lock
         )
-        replace_dir(work / "out", plan.output_dir, scratch=tmp_root)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        replace_dir(work / "out", plan.output_dir, scratch=work)
     return BuildResult(plan.output_dir, manifest, True, time.monotonic() - started)
 
 

@@ -638,3 +638,27 @@ def freeze(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: freeze(v) for k, v in value.items()}
     return value
+
+
+def source_error(file: Path | str, path: Sequence[str | int] | str, message: str) -> UserError:
+    """A one-line error at `path` of an already loaded TOML file (recipe or board), for
+    problems found after loading: the file is read again only to find the line."""
+    try:
+        return TomlSource.from_file(file).error(path, message)
+    except UserError:  # the file changed or vanished since it was loaded: no line then
+        key = _as_path(path)
+        return UserError(message, file=file, field=format_path(key) or None)
+
+
+def find_in_list(
+    src_file: Path | str, path: Sequence[str | int], item: object
+) -> tuple[str | int, ...]:
+    """The key path of `item` inside the list at `path` of a TOML file (the list's own path
+    when the item is not found), so an error about one element points at its line."""
+    try:
+        data: Any = TomlSource.from_file(src_file).data
+        for key in path:
+            data = data[key]
+        return (*path, list(data).index(item))
+    except (UserError, KeyError, IndexError, TypeError, ValueError):
+        return tuple(path)

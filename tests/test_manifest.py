@@ -191,3 +191,32 @@ def test_publish_a_nixos_image_as_an_sdcard_release(nixos_image: Path, tmp_path:
     result = run_cli("publish", str(nixos_image), "--to", "sdcard", "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     assert (out / "pixelfed-rpi4.img.zst").is_file() and (out / "SHA256SUMS").is_file()
+
+
+@pytest.mark.parametrize("recipe", ["pixelfed", "mastodon", "peertube", "garage"])
+def test_test_and_run_of_a_nixos_first_recipe_stop_as_build_does(
+    recipe: str, tmp_path: Path
+) -> None:
+    """No Debian build of a recipe that has no Debian part: build's line, build's exit code."""
+    from appliancekit.nixos.build import nix_unavailable_reason
+
+    if nix_unavailable_reason() is None:
+        pytest.skip("a usable Nix is installed: build would run it")
+    env = {"APPLIANCEKIT_IMAGES": str(tmp_path / "images")}
+    results = {
+        verb: run_cli(verb, recipe, "--board", "rpi4", env=env) for verb in ("build", "test", "run")
+    }
+    for verb, result in results.items():
+        assert result.returncode == 3, (verb, result.stderr)
+        assert result.stderr == results["build"].stderr, verb
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [f"{recipe}-rpi4"]
+    assert not (tmp_path / "images" / f"{recipe}-rpi4" / "disk.img").exists()
+
+
+def test_the_debian_backend_of_a_nixos_first_recipe_is_one_line(tmp_path: Path) -> None:
+    env = {"APPLIANCEKIT_IMAGES": str(tmp_path / "images")}
+    result = run_cli("test", "pixelfed", "--board", "rpi4", "--backend", "debian", env=env)
+    assert result.returncode == 2
+    assert "pixelfed/recipe.toml:4: appliance.backend:" in result.stderr
+    assert not (tmp_path / "images").exists()

@@ -12,6 +12,7 @@ from appliancekit.board import Board, find_board
 from appliancekit.build import BuildPlan, BuildResult, build
 from appliancekit.cache import Cache, default_cache_dir
 from appliancekit.commands._common import handle_errors, json_option, reporter_from
+from appliancekit.errors import UserError
 from appliancekit.output import Reporter, emit_json
 from appliancekit.project import find_project
 from appliancekit.recipe import find_recipe, resolve_settings
@@ -62,6 +63,35 @@ def run_build(
         force=force,
         mirrors=Mirrors.from_option(mirror),
     )
+
+
+def build_to_boot(
+    plan: BuildPlan, reporter: Reporter, backend: str | None, *, mirror: str | None = None
+) -> BuildResult:
+    """The image `test` and `run` boot, built (or found up to date) as `build` would.
+
+    A NixOS-backend recipe goes the way `build` sends it: its flake is rendered and, without
+    a usable Nix, the command stops with build's own line and exit code 3. An image Nix did
+    build cannot be booted here (its boot files are not in a recorded partition), which is
+    one line too, never a Debian build of a recipe that has no Debian part.
+    """
+    if (backend or plan.recipe.backend) == "nixos":
+        from appliancekit.nixos import build_nixos
+
+        nix = build_nixos(plan.recipe, plan.board, plan.settings, plan.images_dir, reporter)
+        raise UserError(
+            f"{plan.name}: NixOS image built in {nix.output_dir}; boot tests run only on images"
+            " built by the Debian backend (boot it with the board's own tools)",
+            field="--backend",
+        )
+    return run_build(plan, reporter, mirror=mirror)
+
+
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(["debian", "nixos"]),
+    help="debian (built here) or nixos (a flake, built where Nix is); default: the recipe's.",
+)
 
 
 def build_summary(result: BuildResult) -> dict[str, object]:
@@ -116,11 +146,7 @@ images_option = click.option(
     is_flag=True,
     help="Resolve the Debian packages again and rewrite the recipe's lock first.",
 )
-@click.option(
-    "--backend",
-    type=click.Choice(["debian", "nixos"]),
-    help="debian (built here) or nixos (a flake, built where Nix is); default: the recipe's.",
-)
+@backend_option
 @json_option
 @click.pass_context
 @handle_errors

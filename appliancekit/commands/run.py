@@ -10,11 +10,12 @@ import click
 from appliancekit.boottest import probes_from_manifest, qemu_config
 from appliancekit.commands._common import handle_errors, json_option, reporter_from
 from appliancekit.commands.build import (
+    backend_option,
     board_option,
+    build_to_boot,
     images_option,
     make_plan,
     recipe_argument,
-    run_build,
     settings_option,
 )
 from appliancekit.output import emit_json
@@ -27,6 +28,7 @@ from appliancekit.qemu import Machine
 @board_option
 @settings_option
 @images_option
+@backend_option
 @json_option
 @click.pass_context
 @handle_errors
@@ -36,6 +38,7 @@ def run_command(
     board: str,
     settings: tuple[str, ...],
     images: Path | None,
+    backend: str | None,
     json_mode: bool,
 ) -> None:
     """Boot RECIPE on a board's QEMU model with the serial console here (Ctrl-A X quits).
@@ -43,7 +46,7 @@ def run_command(
     Writes go to a throw-away overlay: the image itself stays as built."""
     reporter = reporter_from(ctx, json_mode)
     plan = make_plan(recipe, board, settings, images)
-    result = run_build(plan, reporter)
+    result = build_to_boot(plan, reporter, backend)
     manifest = result.manifest
     forwards = forwards_for(probes_from_manifest(manifest), manifest.ports)
     with tempfile.TemporaryDirectory(prefix="run.") as tmp:

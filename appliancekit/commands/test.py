@@ -10,13 +10,14 @@ import click
 from appliancekit.boottest import BootTestReport, boot_test
 from appliancekit.commands._common import handle_errors, json_option, reporter_from
 from appliancekit.commands.build import (
+    backend_option,
     board_option,
     build_summary,
+    build_to_boot,
     images_option,
     make_plan,
     mirror_option,
     recipe_argument,
-    run_build,
     settings_option,
 )
 from appliancekit.output import emit_json
@@ -47,6 +48,7 @@ def print_report(report: BootTestReport) -> None:
 @settings_option
 @images_option
 @mirror_option
+@backend_option
 @click.option("--timeout", default=240.0, show_default=True, help="Seconds to wait for the probes.")
 @click.option(
     "--disk",
@@ -63,6 +65,7 @@ def test_command(
     settings: tuple[str, ...],
     images: Path | None,
     mirror: str | None,
+    backend: str | None,
     timeout: float,
     disk: Path | None,
     json_mode: bool,
@@ -70,7 +73,7 @@ def test_command(
     """Build RECIPE for a board if needed, boot it under QEMU and run its probes."""
     reporter = reporter_from(ctx, json_mode)
     plan = make_plan(recipe, board, settings, images)
-    result = run_build(plan, reporter, mirror=mirror)
+    result = build_to_boot(plan, reporter, backend, mirror=mirror)
     reporter.step(
         f"boot-testing {plan.name} under {plan.board.qemu.binary} -M {plan.board.qemu.machine}"
     )

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from appliancekit.nixos.pin import NIXPKGS
 from appliancekit.nixos.render import NixRender, render_flake
 from appliancekit.output import Reporter
 from appliancekit.recipe import Recipe, ResolvedSettings
+from appliancekit.staging import work_dir
 
 FLAKE_DIR = "flake"
 DISK = "disk.img"
@@ -107,10 +107,7 @@ def build_nixos(
     images_dir = Path(images_dir)
     name = f"{recipe.name}-{board.name}"
     final = images_dir / name
-    tmp_root = images_dir / ".tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{name}.nixos.", dir=tmp_root))
-    try:
+    with work_dir(images_dir, f"{name}.nixos.") as work:
         out = work / "out"
         reporter.step(f"{name}: rendering the NixOS flake (nixpkgs {NIXPKGS.short})")
         flake = render_flake(recipe, board, settings, out / FLAKE_DIR)
@@ -119,17 +116,15 @@ def build_nixos(
             # only the flake is new: an image already in `final` (e.g. from the Debian
             # backend) stays, and its flake/ is swapped atomically
             if final.is_dir():
-                replace_dir(out / FLAKE_DIR, final / FLAKE_DIR, scratch=tmp_root)
+                replace_dir(out / FLAKE_DIR, final / FLAKE_DIR, scratch=work)
             else:
-                replace_dir(out, final, scratch=tmp_root)
+                replace_dir(out, final, scratch=work)
             raise NeedsNixError(
                 f"{final / FLAKE_DIR}: flake rendered, not built: {reason}; then run: "
                 f"nix build {final / FLAKE_DIR}#image"
             )
         manifest = _nix_build(out, flake, recipe, board, settings, reporter)
-        replace_dir(out, final, scratch=tmp_root)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        replace_dir(out, final, scratch=work)
     flake = NixRender(**{**flake.__dict__, "directory": final / FLAKE_DIR})
     return NixBuildResult(final, flake, manifest)
 
