@@ -171,8 +171,15 @@ def boot_test(
     itself without an overlay (it is changed: the data partition grows, state is kept).
     On boards with [qemu] imds = true, `user_data` (default USER_DATA) is served as EC2
     user-data over IMDSv2 and overrides the device's settings in the probes."""
+    # The serial log goes beside what was booted: a copy's log never overwrites the log of
+    # the image directory's own boot test.
+    if log_dir is not None:
+        log_path = log_dir / "serial.log"
+    elif disk is not None:
+        log_path = Path(disk).parent / f"{Path(disk).name}.serial.log"
+    else:
+        log_path = image_dir / "serial.log"
     disk = disk or image_dir / manifest.disk.path
-    log_dir = log_dir or image_dir
     with tempfile.TemporaryDirectory(prefix="boottest.") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         original = disk
@@ -207,7 +214,6 @@ def boot_test(
             if not boots[-1].passed:
                 break
         serial = "\n".join(b.serial for b in boots)
-        log_path = log_dir / "serial.log"
         try:
             log_path.write_text(serial)
         except OSError:

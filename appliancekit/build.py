@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -65,7 +66,7 @@ from appliancekit.sources.debian import (
 from appliancekit.sources.debian_lock import LockedSource, lock_path, read_lock
 from appliancekit.sources.unpack import UnpackedPackage, unpack
 from appliancekit.staging import work_dir
-from appliancekit.tomlsource import source_error
+from appliancekit.tomlsource import find_in_list, source_error
 from appliancekit.tree import materialise
 
 DISK = "disk.img"
@@ -239,16 +240,43 @@ def resolve_recipe_sources(recipe: Recipe, board: Board, apt: DebianSource) -> R
     """Every set of Debian packages an image of `recipe` for `board` is made from (a lock
     pins exactly these sets)."""
     root_names = (*recipe.debian.packages, *supervisor.PACKAGES)
+    recipe_file, board_file = recipe.source_file, board.source_file
     return ResolvedSources(
-        root=tuple(apt.resolve(root_names)),
+        root=tuple(_resolve(apt, root_names, recipe_file, ("debian", "packages"))),
         initramfs=tuple(apt.resolve(initramfs_stage.PACKAGES)),
-        kernel=tuple(select_kernel_packages(apt.resolve([board.kernel.package]))),
+        kernel=tuple(
+            select_kernel_packages(
+                _resolve(apt, [board.kernel.package], board_file, ("kernel", "package"))
+            )
+        ),
         # only the named packages: their dependencies serve maintainer scripts, not the boot
         firmware=tuple(
-            p for p in apt.resolve(board.firmware.packages) if p.name in board.firmware.packages
+            p
+            for p in _resolve(apt, board.firmware.packages, board_file, ("firmware", "packages"))
+            if p.name in board.firmware.packages
         ),
         missing_indexes=tuple(apt.missing_indexes()),
     )
+
+
+# apt's words for a name it cannot install ("Unable to locate package X", "Package 'X' has no
+# installation candidate", "Couldn't find any package by glob 'X'")
+_APT_PACKAGE = re.compile(r"(?:package|glob)\s+'?([A-Za-z0-9][A-Za-z0-9+.:-]*)'?", re.IGNORECASE)
+
+
+def _resolve(
+    apt: AptSource, names: Sequence[str], file: Path, key: tuple[str, ...]
+) -> list[DebPackage]:
+    """apt.resolve, with an unresolvable package reported at its line in the recipe or board."""
+    try:
+        return apt.resolve(names)
+    except UserError as exc:
+        if exc.file is not None:
+            raise
+        found = _APT_PACKAGE.search(exc.message)
+        name = found.group(1) if found else None
+        where = find_in_list(file, key, name) if name in names else key
+        raise source_error(file, where, exc.message) from None
 
 
 def input_fingerprint(plan: BuildPlan, sources: ResolvedSources, epoch: int = 0) -> str:
@@ -336,6 +364,18 @@ def _build_into(
     out.mkdir()
     board = plan.board
 
+    # First: a board asking for a module its kernel lacks fails before the long stages.
+    reporter.step("kernel and initramfs")
+    kernel_pkg = next(p for p in sources.kernel if (unpacked[p].root / "boot").is_dir())
+    kernel = find_kernel(unpacked[kernel_pkg].root)
+    initramfs = initramfs_stage.build_initramfs(
+        [unpacked[p] for p in sources.initramfs],
+        board,
+        kernel,
+        work / "initrd.img",
+        PARTITION_NUMBERS,
+    )
+
     reporter.step("assembling the root tree")
     root_packages = [unpacked[p] for p in sources.root] + list(wheels.packages)
     root_plan = build_root(root_packages, plan.recipe, plan.settings, board)
@@ -348,16 +388,6 @@ def _build_into(
     sealed = seal_tree(staging, work / "seal", inputs, epoch=epoch)
     shutil.rmtree(staging)
 
-    reporter.step("kernel and initramfs")
-    kernel_pkg = next(p for p in sources.kernel if (unpacked[p].root / "boot").is_dir())
-    kernel = find_kernel(unpacked[kernel_pkg].root)
-    initramfs = initramfs_stage.build_initramfs(
-        [unpacked[p] for p in sources.initramfs],
-        board,
-        kernel,
-        work / "initrd.img",
-        PARTITION_NUMBERS,
-    )
     cmdline = kernel_cmdline(board, sealed.kernel_cmdline())
     boot_work = work / "boot"
     boot_work.mkdir()

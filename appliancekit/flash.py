@@ -43,7 +43,7 @@ from appliancekit.devsettings import (
 )
 from appliancekit.digest import sha256_file
 from appliancekit.errors import ToolError, UserError
-from appliancekit.hostcmd import run
+from appliancekit.hostcmd import require_tools, run
 from appliancekit.manifest import Manifest, PartitionRecord, load_manifest
 from appliancekit.publish.bmap import Bmap, parse_bmap
 from appliancekit.publish.image import SHA256SUMS, open_image_dir, read_sha256sums
@@ -409,6 +409,7 @@ def flash(
     settings = check_device_settings(settings or {}, source.manifest)
     if settings:
         boot_partition(source.manifest)
+        require_tools("mdir", "mtype", "mcopy")  # before anything is written
     target = check_target(target_path, source.size, view=view or HostView(), force=force)
     if target.exists and os.path.samefile(source.data, target.path):
         raise UserError(f"{target.path} is the source image itself")
@@ -443,26 +444,32 @@ def flash(
         result.seconds = time.monotonic() - started
         return result
 
-    fd = _open_target(target, source.size)
+    created = target.kind != "block" and not target.exists
     try:
-        t0 = time.monotonic()
-        with rep.progress("writing", total=bmap.mapped_bytes) as task:
-            result.written_bytes = write_ranges(
-                source,
-                fd,
-                progress=_Rate(task, "writing"),
-                sync_every=SYNC_EVERY if target.kind == "block" else 0,
-            )
-        os.fsync(fd)
-        result.write_seconds = time.monotonic() - t0
-    finally:
-        os.close(fd)
-    with rep.progress("verifying", total=bmap.mapped_bytes) as task:
-        read_back(target.path, bmap, progress=_Rate(task, "verifying"))
-    result.verified = True
-    if settings:
-        written = write_device_settings(target.path, source.manifest, settings)
-        result.settings = masked(written, source.manifest)
+        fd = _open_target(target, source.size)
+        try:
+            t0 = time.monotonic()
+            with rep.progress("writing", total=bmap.mapped_bytes) as task:
+                result.written_bytes = write_ranges(
+                    source,
+                    fd,
+                    progress=_Rate(task, "writing"),
+                    sync_every=SYNC_EVERY if target.kind == "block" else 0,
+                )
+            os.fsync(fd)
+            result.write_seconds = time.monotonic() - t0
+        finally:
+            os.close(fd)
+        with rep.progress("verifying", total=bmap.mapped_bytes) as task:
+            read_back(target.path, bmap, progress=_Rate(task, "verifying"))
+        result.verified = True
+        if settings:
+            written = write_device_settings(target.path, source.manifest, settings)
+            result.settings = masked(written, source.manifest)
+    except BaseException:
+        if created:  # a file this run created is not left half-written
+            Path(target.path).unlink(missing_ok=True)
+        raise
     if target.kind == "block":
         _reread_partitions(target.path)
     result.seconds = time.monotonic() - started

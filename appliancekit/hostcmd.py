@@ -3,36 +3,23 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from appliancekit.errors import ToolError
+from appliancekit.hosttools import package_of_tool
 
-# Debian package that provides each host tool we call (for "not found" hints).
-TOOL_PACKAGES: dict[str, str] = {
-    "mkfs.erofs": "erofs-utils",
-    "dump.erofs": "erofs-utils",
-    "fsck.erofs": "erofs-utils",
-    "veritysetup": "cryptsetup-bin",
-    "sfdisk": "fdisk",
-    "mkfs.vfat": "dosfstools",
-    "mcopy": "mtools",
-    "mmd": "mtools",
-    "mdir": "mtools",
-    "mkfs.ext4": "e2fsprogs",
-    "qemu-system-aarch64": "qemu-system-arm",
-    "qemu-system-arm": "qemu-system-arm",
-    "qemu-system-x86_64": "qemu-system-x86",
-    "cpio": "cpio",
-    "depmod": "kmod",
-    "modprobe": "kmod",
-    "zstd": "zstd",
-    "fdtput": "device-tree-compiler",
-    "bmaptool": "bmap-tools",
-    "dpkg-deb": "dpkg",
-    "apt-get": "apt",
-}
+
+def require_tools(*tools: str) -> None:
+    """Fail (one line naming the package) before starting work that needs these tools."""
+    for tool in tools:
+        if shutil.which(tool) is None:
+            raise ToolError(
+                f"{tool} not found: install Debian package {package_of_tool(tool)}"
+                " (or run make setup)"
+            )
 
 
 def _last_line(text: str | None) -> str:
@@ -73,7 +60,7 @@ def run(
     except FileNotFoundError:
         if cwd is not None and not Path(cwd).is_dir():
             raise ToolError(f"{tool}: working directory {cwd} does not exist") from None
-        package = TOOL_PACKAGES.get(tool, tool)
+        package = package_of_tool(tool)
         raise ToolError(
             f"{tool} not found: install Debian package {package} (or run make setup)"
         ) from None

@@ -12,6 +12,7 @@ import posixpath
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
@@ -19,6 +20,7 @@ from elftools.elf.elffile import ELFFile
 
 from appliancekit.board import Architecture
 from appliancekit.errors import UserError
+from appliancekit.tomlsource import KeyPath, source_error
 from appliancekit.tree import GENERATED, Entry, RootTree
 
 ELF_MAGIC = b"\x7fELF"
@@ -30,6 +32,17 @@ class ClosureRequest:
     keep: tuple[str, ...] = ()  # data files or directories kept whole
     libraries: tuple[str, ...] = ()  # dlopen'd: absolute paths or sonames
     origin: str = "recipe"  # named in errors: which declaration asked for a missing path
+    # Where each requested path is declared, for errors with file, line and field: the
+    # recipe or board file, and the key path of the path's own entry in it.
+    source: Path | None = None
+    fields: tuple[tuple[str, KeyPath], ...] = ()
+
+    def missing(self, path: str, message: str, kind: str) -> UserError:
+        """The error for a requested path that cannot be had, at its declaration if known."""
+        key = dict(self.fields).get(path)
+        if self.source is not None and key is not None:
+            return source_error(self.source, key, message)
+        return UserError(message, field=f"{self.origin}: {kind}")
 
 
 @dataclass(frozen=True)
@@ -184,8 +197,12 @@ def closure(tree: RootTree, arch: Architecture, requests: Iterable[ClosureReques
     state = _Closure(tree, arch)
     for request in requests:
         for path in request.executables:
+            if state.tree.resolve(path)[0] is None:
+                raise request.missing(path, f"{path} is not in the image's packages", "executables")
             state.require(path, f"{request.origin}: executables")
         for path in request.keep:
+            if state.tree.resolve(path)[0] is None:
+                raise request.missing(path, f"{path} is not in the image's packages", "keep")
             final = state.require(path, f"{request.origin}: keep")
             entry = tree.get(final)
             if entry is not None and entry.kind == "dir":
@@ -202,10 +219,8 @@ def closure(tree: RootTree, arch: Architecture, requests: Iterable[ClosureReques
                         state.queue.append(child)
         for library in request.libraries:
             path = library if library.startswith("/") else state.find_library(library, [])
-            if path is None:
-                raise UserError(
-                    f"library {library} not found", field=f"{request.origin}: libraries"
-                )
+            if path is None or state.tree.resolve(path)[0] is None:
+                raise request.missing(library, f"library {library} not found", "libraries")
             state.require(path, f"{request.origin}: libraries")
     while state.queue:
         state.follow(state.queue.pop())

@@ -24,7 +24,7 @@ from appliancekit.recipe import Recipe, ResolvedSettings, User
 from appliancekit.settings_kinds import as_text
 from appliancekit.sources.unpack import UnpackedPackage
 from appliancekit.templating import render_string, template_error
-from appliancekit.tomlsource import TomlSource
+from appliancekit.tomlsource import KeyPath, TomlSource
 from appliancekit.tree import Entry, RootTree
 
 DATA_MOUNT = "/data"
@@ -107,8 +107,21 @@ def build_root(
         keep=recipe.debian.keep,
         libraries=recipe.debian.libraries,
         origin=f"{recipe.source_file}: debian",
+        source=recipe.source_file,
+        fields=_declarations(recipe),
     )
     return RootPlan(tree, (supervisor_request, recipe_request))
+
+
+def _declarations(recipe: Recipe) -> tuple[tuple[str, KeyPath], ...]:
+    """Where in recipe.toml each path the root must hold is declared (the first place)."""
+    where: dict[str, KeyPath] = {}
+    for i, service in enumerate(recipe.services):
+        where.setdefault(service.exec[0], ("service", i, "exec", 0))
+    for key in ("executables", "keep", "libraries"):
+        for j, path in enumerate(getattr(recipe.debian, key)):
+            where.setdefault(path, ("debian", key, j))
+    return tuple(where.items())
 
 
 def placeholder(name: str) -> str:

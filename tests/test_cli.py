@@ -46,12 +46,37 @@ def test_list_recipes_text() -> None:
 def test_doctor_json_reports_every_tool() -> None:
     result = run_cli("doctor", "--json")
     report = json.loads(result.stdout)
-    assert {c["tool"] for c in report["checks"]} >= {
+    checks = {c["tool"]: c for c in report["checks"]}
+    assert set(checks) >= {
         "mkfs.erofs",
         "veritysetup",
         "qemu-system-aarch64",
+        "qemu-system-arm",
+        "qemu-system-x86_64",
+        "fdtput",
+        "nix",
+        # the firmware files the boards' QEMU command lines read
+        "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd",
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_VARS.fd",
     }
+    assert checks["/usr/share/OVMF/OVMF_CODE.fd"]["package"] == "ovmf"
+    assert "rpi4" in checks["fdtput"]["for"] and "cubieboard" in checks["qemu-system-arm"]["for"]
+    assert len(checks) == len(report["checks"])  # one row per tool or file
     assert result.returncode == (0 if report["ok"] else 1)
+
+
+def test_doctor_names_what_is_missing_and_its_package(tmp_path: Path) -> None:
+    """A host without the tools (PATH holds none of them): every tool MISSING, exit 1, and
+    one install line naming the packages."""
+    result = run_cli("doctor", env={"PATH": str(tmp_path)})
+    assert result.returncode == 1
+    assert "MISSING fdtput" in result.stdout
+    install = result.stdout.strip().splitlines()[-1]
+    assert install.startswith("install with: apt-get install ")
+    assert {"device-tree-compiler", "erofs-utils", "qemu-system-arm"} <= set(install.split())
+    assert "nix-bin" not in install.split()
+    assert "NOTE    nix " in result.stdout  # reported, optional: only the NixOS backend needs it
 
 
 def test_inspect_rejects_a_non_image(tmp_path: Path) -> None:

@@ -36,9 +36,8 @@ def assert_clean_failure(result, project: Path, *needles: str) -> None:  # type:
     assert len(lines) == 1, result.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
-    images = project / "images"
-    leftovers = [p for p in images.rglob("*") if p.is_file()] if images.exists() else []
-    assert leftovers == []
+    # not even an empty images/ or images/.tmp: the project is as it was
+    assert not (project / "images").exists(), list((project / "images").rglob("*"))
     assert "Traceback" not in result.stderr
 
 
@@ -101,8 +100,16 @@ def test_failure_mid_build_leaves_nothing(scratch_project: Path) -> None:
             'packages = ["nginx"]', 'packages = ["nginx", "no-such-package-xyz"]'
         )
     )
+    line = next(
+        n for n, text in enumerate(recipe.read_text().splitlines(), 1) if "no-such-package" in text
+    )
     result = build_in(scratch_project)
-    assert_clean_failure(result, scratch_project, "no-such-package-xyz")
+    assert_clean_failure(
+        result,
+        scratch_project,
+        f"recipe.toml:{line}: debian.packages[1]:",
+        "no-such-package-xyz",
+    )
 
 
 @pytest.mark.slow
@@ -112,8 +119,23 @@ def test_missing_executable_fails_in_minimise(scratch_project: Path) -> None:
     recipe.write_text(
         recipe.read_text().replace('exec = ["/usr/sbin/nginx"', 'exec = ["/usr/sbin/nginxx"')
     )
+    line = next(n for n, text in enumerate(recipe.read_text().splitlines(), 1) if "nginxx" in text)
     result = build_in(scratch_project)
-    assert_clean_failure(result, scratch_project, "/usr/sbin/nginxx")
+    assert_clean_failure(
+        result, scratch_project, f"recipe.toml:{line}: service[0].exec[0]:", "/usr/sbin/nginxx"
+    )
+
+
+@pytest.mark.slow
+def test_missing_kernel_module_names_the_board_line(scratch_project: Path) -> None:
+    """Found after the kernel package is unpacked, before the root is assembled."""
+    board = scratch_project / "boards/qemu-virt-arm64.toml"
+    board.write_text(board.read_text().replace('"ext4"]', '"ext4", "no_such_mod"]', 1))
+    line = next(n for n, text in enumerate(board.read_text().splitlines(), 1) if "no_such" in text)
+    result = build_in(scratch_project)
+    assert_clean_failure(
+        result, scratch_project, f"qemu-virt-arm64.toml:{line}: kernel.modules[5]:", "no_such_mod"
+    )
 
 
 def test_a_package_the_lock_does_not_pin_is_not_resolved(scratch_project: Path) -> None:

@@ -106,8 +106,13 @@ def test_boot_test_passes_with_json(homepage_cli_test: dict) -> None:
     assert "first boot: creating the data filesystem" in Path(boot["serial_log"]).read_text()
 
 
+def _stat_or_none(path: Path) -> tuple[int, int] | None:
+    return (path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None
+
+
 def test_flipped_byte_in_root_fails_boot(homepage_image: Path, tmp_path: Path) -> None:
     manifest = load_manifest(homepage_image)
+    image_log_before = _stat_or_none(homepage_image / "serial.log")
     tampered = tmp_path / "tampered.img"
     shutil.copyfile(homepage_image / "disk.img", tampered)
     root = manifest.partition("ak-root")
@@ -122,9 +127,11 @@ def test_flipped_byte_in_root_fails_boot(homepage_image: Path, tmp_path: Path) -
         find_board("qemu-virt-arm64", PROJECT.boards_dir),
         disk=tampered,
         timeout=90,
-        log_dir=tmp_path,
     )
     assert not report.passed
+    # the copy's log goes beside the copy, not over the image directory's serial.log
+    assert report.serial_log == str(tmp_path / "tampered.img.serial.log")
+    assert image_log_before == _stat_or_none(homepage_image / "serial.log")
     serial = Path(report.serial_log).read_text()
     assert "verity" in serial and "is corrupted" in serial, serial[-2000:]
     assert "switching root" not in serial

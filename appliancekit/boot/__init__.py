@@ -22,6 +22,7 @@ from appliancekit.boot.kmod import KernelTree
 from appliancekit.disk import PartitionRole
 from appliancekit.errors import UserError
 from appliancekit.sources.unpack import UnpackedPackage
+from appliancekit.tomlsource import KeyPath, source_error
 
 MIB = 1 << 20
 _MODULES = {
@@ -74,10 +75,10 @@ def boot_path(board: Board) -> ModuleType:
 
 
 def package_files(
-    packages: Sequence[UnpackedPackage], pattern: str, board: Board, field: str
+    packages: Sequence[UnpackedPackage], pattern: str, board: Board, field: KeyPath
 ) -> list[tuple[str, Path]]:
     """(path in the package, path on the host) of every file matching the glob `pattern` in
-    `packages`, sorted; a UserError naming the board file and `field` if none does."""
+    `packages`, sorted; a UserError naming the board file, line and `field` if none does."""
     matches = sorted(
         {
             (item.path, unpacked.host_path(item.path))
@@ -88,9 +89,7 @@ def package_files(
     )
     if not matches:
         names = ", ".join(p.package.name for p in packages) or "no packages"
-        raise UserError(
-            f"no file matches {pattern!r} in {names}", file=board.source_file, field=field
-        )
+        raise source_error(board.source_file, field, f"no file matches {pattern!r} in {names}")
     return matches
 
 
@@ -99,15 +98,16 @@ def firmware_files(inputs: BootInputs) -> dict[str, Path]:
     packages: Sequence[UnpackedPackage] = (*inputs.firmware, inputs.kernel_package)
     files: dict[str, Path] = {}
     for destination, pattern in inputs.board.firmware.files:
-        matches = package_files(packages, pattern, inputs.board, f"firmware.files.{destination}")
+        key = ("firmware", "files", destination)
+        matches = package_files(packages, pattern, inputs.board, key)
         if destination.endswith("/"):
             for path, host in matches:
                 files[destination + path.rsplit("/", 1)[-1]] = host
         elif len(matches) > 1:
-            raise UserError(
+            raise source_error(
+                inputs.board.source_file,
+                key,
                 f"{pattern!r} matches {len(matches)} files; end the destination with / to take all",
-                file=inputs.board.source_file,
-                field=f"firmware.files.{destination}",
             )
         else:
             files[destination] = matches[0][1]

@@ -21,7 +21,7 @@ import jinja2
 
 from appliancekit import supervisor
 from appliancekit.board import Board
-from appliancekit.boot.kmod import KernelModule, KernelTree, resolve_modules
+from appliancekit.boot.kmod import KernelModule, KernelTree, MissingModuleError, resolve_modules
 from appliancekit.errors import ToolError
 from appliancekit.minimise import ClosureRequest, closure
 from appliancekit.rootfs import (
@@ -36,6 +36,7 @@ from appliancekit.rootfs import (
 )
 from appliancekit.settings_kinds import SettingKind, boot_glob
 from appliancekit.sources.unpack import UnpackedPackage
+from appliancekit.tomlsource import find_in_list, source_error
 from appliancekit.tree import RootTree, materialise
 
 PACKAGES = ("busybox-static", "dmsetup", "e2fsprogs", "fdisk")
@@ -163,7 +164,11 @@ def build_initramfs(
     output: Path,
     partition_numbers: dict[str, int],
 ) -> Initramfs:
-    modules = resolve_modules(kernel, (*board.kernel.modules, *BOOT_PARTITION_MODULES))
+    try:
+        modules = resolve_modules(kernel, (*board.kernel.modules, *BOOT_PARTITION_MODULES))
+    except MissingModuleError as exc:
+        key = find_in_list(board.source_file, ("kernel", "modules"), exc.module)
+        raise source_error(board.source_file, key, exc.message) from None
     tree = initramfs_tree(packages, board, kernel, modules, partition_numbers)
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         root = Path(tmp) / "root"

@@ -139,6 +139,15 @@ def _dependencies(info: dict[str, list[str]]) -> list[str]:
     return [normalise(d) for d in deps]
 
 
+class MissingModuleError(UserError):
+    """A wanted kernel module the kernel does not have; `module` names it, so the caller can
+    point at the board file line that asks for it."""
+
+    def __init__(self, message: str, *, module: str) -> None:
+        super().__init__(message, field="kernel.modules")
+        self.module = module
+
+
 def resolve_modules(kernel: KernelTree, wanted: Iterable[str]) -> list[KernelModule]:
     """The wanted modules and their dependencies, dependencies first; built-ins skipped."""
     index = index_modules(kernel)
@@ -154,9 +163,9 @@ def resolve_modules(kernel: KernelTree, wanted: Iterable[str]) -> list[KernelMod
         path = index.get(name) or index.get(f"{name}_generic")
         if path is None:
             if required:
-                raise UserError(
+                raise MissingModuleError(
                     f"kernel {kernel.version} has no module {name!r} (neither loadable nor built in)",
-                    field="kernel.modules",
+                    module=name,
                 )
             return  # a soft dependency the kernel does not ship
         visiting.add(name)

@@ -122,7 +122,7 @@ def _int_config(board: Board, key: str, example: str) -> int:
 def spl_image(inputs: BootInputs) -> Path:
     """The boot loader image named by [firmware.config] spl, from the firmware packages."""
     pattern = _config(inputs.board, "spl")
-    matches = package_files(inputs.firmware, pattern, inputs.board, "firmware.config.spl")
+    matches = package_files(inputs.firmware, pattern, inputs.board, ("firmware", "config", "spl"))
     return matches[0][1]
 
 

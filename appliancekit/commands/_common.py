@@ -10,12 +10,15 @@ from typing import Any
 
 import click
 
-from appliancekit.errors import NeedsNixError, ToolError, UserError
+from appliancekit.errors import one_line_error
 from appliancekit.output import Reporter
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """One line on stderr and a distinct exit code instead of a traceback (unless --debug)."""
+    """One line on stderr and a distinct exit code instead of a traceback (unless --debug).
+
+    The command group (cli.AppliancekitGroup) does the same for every command; this keeps a
+    command that is invoked on its own (tests, other groups) to the same contract."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -23,11 +26,14 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         debug = bool(ctx.find_root().params.get("debug"))
         try:
             return fn(*args, **kwargs)
-        except (UserError, ToolError, NeedsNixError) as exc:
+        except Exception as exc:
+            described = one_line_error(exc)
+            if described is None:
+                raise
             if debug:
                 traceback.print_exc()
-            click.echo(f"appliancekit: error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            click.echo(f"appliancekit: error: {described[0]}", err=True)
+            sys.exit(described[1])
 
     return wrapper
 

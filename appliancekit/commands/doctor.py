@@ -1,83 +1,63 @@
-"""`appliancekit doctor`: which host tools are missing and how to get them."""
+"""`appliancekit doctor`: which host tools and files are missing and how to get them.
+
+The rows come from hosttools (one table for doctor and for hostcmd's hints), plus what each
+board file names: its QEMU and the firmware files its QEMU command line reads."""
 
 from __future__ import annotations
 
-import shutil
 import sys
-from pathlib import Path
 
 import click
 
-from appliancekit.commands._common import json_option
+from appliancekit.board import find_board, list_boards
+from appliancekit.commands._common import handle_errors, json_option
+from appliancekit.hosttools import CHECKS, FILES, TOOLS, CheckResult, Row, board_rows, check_all
 from appliancekit.output import emit_json
+from appliancekit.project import find_project
 
-# tool -> (Debian package, what needs it)
-TOOLS = {
-    "apt-get": ("apt", "Debian packages for the target"),
-    "dpkg-deb": ("dpkg", "unpacking packages"),
-    "mkfs.erofs": ("erofs-utils", "sealed root"),
-    "fsck.erofs": ("erofs-utils", "image scans"),
-    "veritysetup": ("cryptsetup-bin", "dm-verity hash tree"),
-    "sfdisk": ("fdisk", "partition tables"),
-    "mkfs.vfat": ("dosfstools", "boot partitions"),
-    "mcopy": ("mtools", "boot partitions"),
-    "mkfs.ext4": ("e2fsprogs", "data partitions"),
-    "cpio": ("cpio", "initramfs"),
-    "depmod": ("kmod", "initramfs modules"),
-    "qemu-system-aarch64": ("qemu-system-arm", "boot tests (arm64, armhf)"),
-    "qemu-system-x86_64": ("qemu-system-x86", "boot tests (amd64)"),
-    "bmaptool": ("bmap-tools", "checking .bmap files"),
-    "zstd": ("zstd", "release images"),
-    "git": ("git", "publishing to a deploy repository"),
-}
-FILES = {
-    "/usr/share/keyrings/debian-archive-keyring.gpg": (
-        "debian-archive-keyring",
-        "signature checks",
-    ),
-}
+
+def doctor_rows() -> list[Row]:
+    project = find_project()
+    boards = [find_board(name, project.boards_dir) for name in list_boards(project.boards_dir)]
+    return [*TOOLS, *FILES, *board_rows(boards), *CHECKS]
 
 
 @click.command("doctor")
 @json_option
+@handle_errors
 def doctor_command(json_mode: bool) -> None:
-    """Check the host for the tools appliancekit needs."""
-    rows = []
-    for tool, (package, why) in TOOLS.items():
-        rows.append(
-            {"tool": tool, "package": package, "for": why, "found": shutil.which(tool) is not None}
-        )
-    for path, (package, why) in FILES.items():
-        rows.append({"tool": path, "package": package, "for": why, "found": Path(path).exists()})
-    missing = sorted({r["package"] for r in rows if not r["found"]})
-    nix = _nix_report()
+    """Check the host for the tools and firmware files appliancekit and the boards need.
+
+    Exit codes: 0 all required present, 1 something required is missing (the install line
+    says what to get). Nix is reported but optional: only the NixOS backend needs it."""
+    results = check_all(doctor_rows())
+    missing = sorted({r.package for r in results if not r.found and r.required})
     if json_mode:
-        emit_json({"checks": rows, "missing_packages": missing, "ok": not missing, "nix": nix})
+        from appliancekit.nixos.nixversion import nix_check
+
+        emit_json(
+            {
+                "checks": [r.to_json() for r in results],
+                "missing_packages": missing,
+                "ok": not missing,
+                "nix": nix_check(),
+            }
+        )
     else:
-        for row in rows:
-            click.echo(
-                f"{'ok     ' if row['found'] else 'MISSING'} {row['tool']:32} ({row['package']}: {row['for']})"
-            )
+        for r in results:
+            click.echo(_line(r))
         if missing:
             click.echo(f"install with: apt-get install {' '.join(missing)}  (or: make setup)")
         else:
             click.echo("all host tools present")
-        click.echo(_nix_line(nix))
     sys.exit(1 if missing else 0)
 
 
-def _nix_report() -> dict[str, object]:
-    """The Nix that `build --backend nixos` would use. Informational: the Debian backend
-    needs no Nix, so a missing or too old Nix does not fail `doctor`."""
-    from appliancekit.nixos.nixversion import nix_check
-
-    return nix_check()
-
-
-def _nix_line(nix: dict[str, object]) -> str:
-    if nix["ok"]:
-        return f"ok      nix {nix['version']} (builds NixOS-backend images)"
-    return f"NIX     {nix['problem']} (only the NixOS backend needs it)"
+def _line(r: CheckResult) -> str:
+    state = "ok     " if r.found else ("MISSING" if r.required else "NOTE   ")
+    detail = f": {r.detail}" if r.detail else ""
+    optional = "" if r.required else ", optional"
+    return f"{state} {r.name:32} ({r.package}: {r.purpose}{optional}){detail}"
 
 
 COMMANDS = [doctor_command]
