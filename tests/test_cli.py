@@ -122,3 +122,11 @@ def test_run_gives_an_interactive_console(homepage_image: Path, session_images: 
         if proc.poll() is None:
             proc.kill()
     assert b"guest port 80/tcp -> 127.0.0.1:" in proc.stderr.read()
+
+
+def test_nixos_flake_reads_the_project_from_any_directory(tmp_path: Path) -> None:
+    """Like every other command: not ./recipes relative to where it runs."""
+    out = tmp_path / "flake"
+    result = run_cli("nixos-flake", "homepage", "--board", "rpi4", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (out / "flake.nix").is_file()

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from appliancekit.cli import main
 from appliancekit.disk import write_sha256sums
+from appliancekit.errors import one_line_error
 
 from .conftest import REPO
 from .test_manifest import old_nixos_manifest
@@ -177,3 +178,49 @@ def test_debug_shows_the_traceback(world: dict[str, Path]) -> None:
     env = {"APPLIANCEKIT_HOME": str(world["project"])}
     result = CliRunner().invoke(main, ["--debug", "inspect", str(world["broken"])], env=env)
     assert result.exit_code == 2 and "Traceback" in result.stderr
+
+
+def _raised(fn: object) -> BaseException:
+    try:
+        fn()  # type: ignore[operator]
+    except BaseException as exc:  # noqa: BLE001 - the point is to look at it
+        return exc
+    raise AssertionError("nothing raised")
+
+
+def test_a_template_error_names_the_template_file_and_line(tmp_path: Path) -> None:
+    import jinja2
+
+    (tmp_path / "site.conf").write_text("server {\n  listen {{ port }};\n  name {{ nmae }};\n}\n")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(tmp_path)), undefined=jinja2.StrictUndefined
+    )
+    exc = _raised(lambda: env.get_template("site.conf").render(port=80, name="x"))
+    line, code = one_line_error(exc)  # type: ignore[misc]
+    assert code == 2 and line.startswith(f"{tmp_path / 'site.conf'}:3: template: ")
+    assert "nmae" in line
+    (tmp_path / "bad.conf").write_text("a\n{% if %}\n")
+    line, code = one_line_error(_raised(lambda: env.get_template("bad.conf")))  # type: ignore[misc]
+    assert code == 2 and ":2: template: " in line
+
+
+def test_host_failures_are_exit_1_and_bad_paths_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    failed = _raised(
+        lambda: subprocess.run(
+            [sys.executable, "-c", "import sys; sys.exit('first\\nlast words')"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    )
+    line, code = one_line_error(failed)  # type: ignore[misc]
+    assert code == 1 and line.endswith("failed (exit 1): last words")
+    missing_tool = _raised(lambda: subprocess.run(["mkfs.nosuchfs"], check=False))
+    line, code = one_line_error(missing_tool)  # type: ignore[misc]
+    assert code == 1 and line.startswith("mkfs.nosuchfs not found: install Debian package")
+    line, code = one_line_error(_raised(lambda: (tmp_path / "none" / "x").read_text()))  # type: ignore[misc]
+    assert code == 2 and line == f"{tmp_path / 'none' / 'x'}: No such file or directory"
+    assert one_line_error(KeyError("size")) is None  # a bug keeps its traceback

@@ -133,7 +133,7 @@ def test_flipped_byte_in_root_fails_boot(homepage_image: Path, tmp_path: Path) -
     assert report.serial_log == str(tmp_path / "tampered.img.serial.log")
     assert image_log_before == _stat_or_none(homepage_image / "serial.log")
     serial = Path(report.serial_log).read_text()
-    assert "verity" in serial and "is corrupted" in serial, serial[-2000:]
+    assert "verity" in serial and "is corrupted" in serial, (report.failure, serial[-2000:])
     assert "switching root" not in serial
 
 

@@ -13,6 +13,7 @@ import click
 
 from appliancekit.board import find_board
 from appliancekit.commands._common import handle_errors, json_option
+from appliancekit.project import find_project
 from appliancekit.recipe import find_recipe, resolve_settings
 
 
@@ -35,10 +36,14 @@ from appliancekit.recipe import find_recipe, resolve_settings
     help="Override a recipe setting.",
 )
 @click.option(
-    "--recipes-dir", type=click.Path(path_type=Path), default=Path("recipes"), show_default=True
+    "--recipes-dir",
+    type=click.Path(path_type=Path),
+    help="Recipes directory (default: the project's recipes/).",
 )
 @click.option(
-    "--boards-dir", type=click.Path(path_type=Path), default=Path("boards"), show_default=True
+    "--boards-dir",
+    type=click.Path(path_type=Path),
+    help="Boards directory (default: the project's boards/).",
 )
 @json_option
 @handle_errors
@@ -47,8 +52,8 @@ def nixos_flake(
     board_name: str,
     out_dir: Path,
     overrides: tuple[str, ...],
-    recipes_dir: Path,
-    boards_dir: Path,
+    recipes_dir: Path | None,
+    boards_dir: Path | None,
     json_mode: bool,
 ) -> None:
     """Render RECIPE for --board as a flake pinned to nixpkgs; build it with `nix build DIR#image`."""
@@ -56,8 +61,11 @@ def nixos_flake(
     from appliancekit.settings_kinds import parse_assignments
 
     values = parse_assignments(overrides)
-    loaded = find_recipe(recipe, recipes_dir)
-    board = find_board(board_name, boards_dir)
+    # the project's recipes and boards (APPLIANCEKIT_HOME, or found upwards), as every other
+    # command reads them, instead of ./recipes relative to wherever the command runs
+    project = find_project()
+    loaded = find_recipe(recipe, recipes_dir or project.recipes_dir)
+    board = find_board(board_name, boards_dir or project.boards_dir)
     render = render_flake(loaded, board, resolve_settings(loaded, values), out_dir)
     if json_mode:
         payload = {
