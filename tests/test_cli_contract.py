@@ -83,6 +83,9 @@ CASES = [
     case("nixos-flake", "nosuch", "--board", "rpi4", "--out", "{tmp}/flake", needle="nosuch"),
     case("nixos-flake", "pixelfed", "--board", "vax", "--out", "{tmp}/flake", needle="vax"),
     case("nixos-flake", "pixelfed", "--board", "rpi4", needle="--out"),
+    case("audit", "{empty}", needle="no manifest.json"),
+    case("audit", "{image}", "--check", "no-such-check", needle="no-such-check"),
+    case("deploy", "nosuch", needle="nosuch"),
     case("cloud list", "--bogus", needle="--bogus"),
     case("cloud dns", "nosuch", needle="nosuch"),
 ]  # fmt: skip
