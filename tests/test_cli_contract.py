@@ -75,7 +75,7 @@ CASES = [
     case("flash", "{image}", "/proc/x.img", needle="/proc/x.img"),
     case("flash", "{tmp}/none", "{tmp}/card.img", needle="none"),
     case("flash", "{image}", "{tmp}/card.img", "-s", "novalue", needle="novalue"),
-    case("flash", "{nixos}", "{tmp}/card.img", "-s", "hostname=a", needle="boot partition"),
+    case("flash", "{nixos}", "{tmp}/card.img", "-s", "hostname=a", needle="pixelfed-rpi4"),
     case("flash", "{image}", "{tmp}", needle="{tmp}"),
     # a host tool that is not there: exit 1, naming the package to install
     case("flash", "{image}", "{tmp}/card.img", "-s", "hostname=a", code=1, needle="mtools",
@@ -86,6 +86,8 @@ CASES = [
     case("audit", "{empty}", needle="no manifest.json"),
     case("audit", "{image}", "--check", "no-such-check", needle="no-such-check"),
     case("deploy", "nosuch", needle="nosuch"),
+    case("user-data", "{empty}", needle="no manifest.json"),
+    case("user-data", "{image}", "-s", "novalue", needle="novalue"),
     case("cloud list", "--bogus", needle="--bogus"),
     case("cloud dns", "nosuch", needle="nosuch"),
 ]  # fmt: skip
