@@ -88,6 +88,13 @@ CASES = [
     case("deploy", "nosuch", needle="nosuch"),
     case("user-data", "{empty}", needle="no manifest.json"),
     case("user-data", "{image}", "-s", "novalue", needle="novalue"),
+    case("lock", "nosuch", needle="nosuch"),
+    case("release", "--recipe", "nosuch", needle="nosuch"),
+    case("verify-release", "{empty}", needle="manifest"),
+    case("keygen", "--bogus", needle="--bogus"),
+    case("cloud build", "nosuch", needle="nosuch"),
+    case("cloud test", "nosuch", needle="nosuch"),
+    case("cloud run", "nosuch", needle="nosuch"),
     case("cloud list", "--bogus", needle="--bogus"),
     case("cloud dns", "nosuch", needle="nosuch"),
 ]  # fmt: skip
