@@ -28,6 +28,7 @@ CLOUD = """\
 [cloud]
 domain = "example.net"
 network = "10.9.0.0/24"
+gateway = "10.9.0.1"
 
 [[member]]
 name = "ns"
@@ -214,7 +215,7 @@ def test_deploy_creates_keeps_and_replaces_an_ec2_member(
         ]["Value"]
     ).decode()
     assert f"data_volume={volume['VolumeId']}\n" in user_data
-    assert "hostname=web\n" in user_data and "net_address" not in user_data
+    assert "hostname=web\n" in user_data and "net_" not in user_data
 
     # idempotent: nothing planned, nothing changed
     again = _deploy(cloud, images, moto_url)

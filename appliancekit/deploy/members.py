@@ -8,6 +8,7 @@ from appliancekit.cloud.model import Cloud
 from appliancekit.cloud.roles import (
     NET_ADDRESS,
     NET_ADDRESS6,
+    NET_GATEWAY,
     NET_INTERFACE,
     member_settings,
     split_settings,
@@ -19,7 +20,7 @@ from appliancekit.publish.image import open_image_dir
 
 # EC2 gives each instance its addresses (VPC DHCP): the cloud network's static ones are for
 # members that share an L2 network, which instances in a VPC do not.
-NOT_ON_EC2 = (NET_ADDRESS, NET_ADDRESS6, NET_INTERFACE)
+NOT_ON_EC2 = (NET_ADDRESS, NET_ADDRESS6, NET_GATEWAY, NET_INTERFACE)
 
 
 def ec2_targets(cloud: Cloud, images_dir: Path) -> tuple[list[MemberTarget], dict[str, str]]:
