@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from appliancekit.commands._common import handle_errors, json_option, reporter_from
-from appliancekit.errors import ToolError, UserError
+from appliancekit.errors import UserError
 from appliancekit.output import emit_json
 
 
@@ -42,14 +42,12 @@ def deploy_command(
     ports its recipe declares, and create its instance with its per-device settings as
     user-data, or replace the instance when the image or settings changed, keeping its EBS
     data volume. Prints the plan first; --dry-run stops there. Idempotent."""
-    import botocore.exceptions as bex
-
     from appliancekit.cloud.model import find_cloud
     from appliancekit.deploy.ec2 import apply_member, observe
     from appliancekit.deploy.members import ec2_targets
     from appliancekit.deploy.plan import plan_member
     from appliancekit.project import find_project
-    from appliancekit.publish.ec2 import make_clients, publish_ec2
+    from appliancekit.publish.ec2 import aws_errors, make_clients, publish_ec2
 
     reporter = reporter_from(ctx, json_mode)
     project = find_project()
@@ -70,7 +68,7 @@ def deploy_command(
             image=target.image,  # type: ignore[attr-defined]
         ).image_id
 
-    try:
+    with aws_errors():
         observed = {t.member: observe(ec2, t) for t in targets}
         plans = {t.member: plan_member(t, observed[t.member]) for t in targets}
         if not json_mode:
@@ -95,16 +93,6 @@ def deploy_command(
                         step=reporter.step,
                     ).to_json()
                 )
-    except bex.NoCredentialsError:
-        raise UserError(
-            "no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
-        ) from None
-    except bex.ClientError as exc:
-        error = exc.response.get("Error", {})
-        op = getattr(exc, "operation_name", "AWS call")
-        raise ToolError(f"{op} failed: {error.get('Code')}: {error.get('Message')}") from None
-    except (bex.BotoCoreError, bex.WaiterError) as exc:
-        raise ToolError(f"AWS: {str(exc).splitlines()[0]}") from None
     if json_mode:
         emit_json(
             {

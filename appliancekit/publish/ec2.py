@@ -445,6 +445,26 @@ def make_clients(
     )
 
 
+@contextlib.contextmanager
+def aws_errors(note: Callable[[], str] = lambda: "") -> Iterator[None]:
+    """botocore's errors as one line: missing credentials are the user's to fix, a refused
+    API call or a failed transport the host's. `note()` says what was kept for a retry."""
+    import botocore.exceptions as bex
+
+    try:
+        yield
+    except bex.NoCredentialsError:
+        raise UserError(
+            "no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        ) from None
+    except bex.ClientError as exc:
+        error = exc.response.get("Error", {})
+        op = getattr(exc, "operation_name", "AWS call")
+        raise ToolError(f"{op} failed: {error.get('Code')}: {error.get('Message')}{note()}") from None
+    except (bex.BotoCoreError, bex.WaiterError) as exc:
+        raise ToolError(f"AWS: {str(exc).splitlines()[0]}") from None
+
+
 def publish_ec2(
     image_dir: Path,
     *,
@@ -457,8 +477,6 @@ def publish_ec2(
     reporter: object | None = None,
     image: VerifiedImage | None = None,
 ) -> Ec2Result:
-    import botocore.exceptions as bex
-
     from appliancekit.output import Reporter
 
     rep = reporter if isinstance(reporter, Reporter) else Reporter()
@@ -480,7 +498,11 @@ def publish_ec2(
     tags = image_tags(image)
     description = f"appliancekit {image.manifest.name} sha256 {image.sha256}"
     snapshot_id = ""
-    try:
+
+    def kept() -> str:
+        return f" (completed snapshot {snapshot_id} kept for the next publish)" if snapshot_id else ""
+
+    with aws_errors(kept):
         existing = find_ami(ec2, image.sha256)
         if existing:
             return Ec2Result(
@@ -535,16 +557,3 @@ def publish_ec2(
             method,
             time.monotonic() - started,
         )
-    except bex.NoCredentialsError:
-        raise UserError(
-            "no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
-        ) from None
-    except bex.ClientError as exc:
-        error = exc.response.get("Error", {})
-        op = getattr(exc, "operation_name", "AWS call")
-        kept = (
-            f" (completed snapshot {snapshot_id} kept for the next publish)" if snapshot_id else ""
-        )
-        raise ToolError(f"{op} failed: {error.get('Code')}: {error.get('Message')}{kept}") from None
-    except (bex.BotoCoreError, bex.WaiterError) as exc:
-        raise ToolError(f"AWS: {str(exc).splitlines()[0]}") from None
