@@ -130,11 +130,24 @@ def _nix_problem() -> str | None:
     return str(problem) if problem else None
 
 
+def _missing(tool: str) -> Callable[[], str | None]:
+    return lambda: None if shutil.which(tool) else f"{tool} not found"
+
+
 # Checks beyond presence (e.g. a tool's version), run by doctor after TOOLS and FILES. A probe
 # that needs a heavy module imports it inside the function.
 CHECKS: tuple[HostCheck, ...] = (
     # Informational: only the NixOS backend needs a Nix that can build (>= 2.18).
     HostCheck("nix", "nix-bin", "building NixOS-backend images", _nix_problem, required=False),
+    # Informational: only the panel's browser tests drive chromium (through chromedriver).
+    HostCheck("chromium", "chromium", "panel browser tests", _missing("chromium"), required=False),
+    HostCheck(
+        "chromedriver",
+        "chromium-driver",
+        "panel browser tests",
+        _missing("chromedriver"),
+        required=False,
+    ),
 )
 
 

@@ -4,6 +4,7 @@
 # and qemu-user-static + binfmt to run the target architecture's maintainer scripts.
 set -euo pipefail
 extra="${1:-}"
+# chromium + chromium-driver: the panel's tests drive a real browser (selenium, headless).
 # nix-bin: Debian 12's is Nix 2.8, which the tests use to parse and evaluate rendered flakes.
 # It cannot build them (nixpkgs needs Nix >= 2.18): see appliancekit/nixos/nixversion.py.
 packages=(
@@ -14,6 +15,7 @@ packages=(
   bmap-tools zstd xz-utils git make nix-bin
   device-tree-compiler busybox-static minisign
   pdns-server pdns-backend-sqlite3 sqlite3
+  chromium chromium-driver
 )
 if [ "$extra" = bench ]; then
   packages+=(mmdebstrap qemu-user-static binfmt-support arch-test)

@@ -97,6 +97,10 @@ CASES = [
     case("cloud run", "nosuch", needle="nosuch"),
     case("cloud list", "--bogus", needle="--bogus"),
     case("cloud dns", "nosuch", needle="nosuch"),
+    case("panel", needle="--password-file"),  # no password yet, and no terminal to ask on
+    case("panel", "--password-file", "{tmp}/none", needle="none"),
+    case("panel", "--port", "70000", needle="70000"),
+    case("panel", "--sign-key", "{tmp}/none.key", needle="none.key"),
 ]  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
+from appliancekit.cloud.updates import load_gates
 from appliancekit.deploy.plan import (
     ActionKind,
     InstanceState,
@@ -113,6 +114,28 @@ def test_a_new_image_or_new_settings_replace_the_instance(target: MemberTarget) 
     ):
         actions = plan_member(target, _observed(target, instance=instance, ami_id=None))
         assert [a.kind for a in actions] == [ActionKind.PUBLISH_AMI, ActionKind.REPLACE]
+
+
+@needs_disk_tools
+def test_a_held_update_keeps_the_running_image(target: MemberTarget, tmp_path: Path) -> None:
+    from appliancekit.cloud.updates import Decision, may_update, set_gate
+
+    old = _observed(target).instance
+    assert old is not None
+    running = InstanceState(**{**old.__dict__, "image_sha256": "0" * 64})
+    observed = _observed(target, instance=running, ami_id=None)
+    set_gate(tmp_path, "ns", Decision.HOLD, "0" * 64)
+    gates = load_gates(tmp_path)
+    assert not may_update(gates, "ns", target.sha256)
+    actions = plan_member(target, observed, update_allowed=False)
+    assert [a.kind for a in actions] == [ActionKind.HELD]
+    # approving exactly this release lets it through; approving another does not
+    set_gate(tmp_path, "ns", Decision.APPROVE, target.sha256)
+    assert may_update(load_gates(tmp_path), "ns", target.sha256)
+    set_gate(tmp_path, "ns", Decision.APPROVE, "1" * 64)
+    assert not may_update(load_gates(tmp_path), "ns", target.sha256)
+    # a member on the approved image is not touched by the gate at all
+    assert plan_member(target, _observed(target), update_allowed=False) == []
 
 
 @needs_disk_tools

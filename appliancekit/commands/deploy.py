@@ -43,6 +43,7 @@ def deploy_command(
     user-data, or replace the instance when the image or settings changed, keeping its EBS
     data volume. Prints the plan first; --dry-run stops there. Idempotent."""
     from appliancekit.cloud.model import find_cloud
+    from appliancekit.cloud.updates import load_gates, may_update
     from appliancekit.deploy.ec2 import apply_member, observe
     from appliancekit.deploy.members import ec2_targets
     from appliancekit.deploy.plan import plan_member
@@ -57,6 +58,7 @@ def deploy_command(
         raise UserError("--region is required (or set AWS_REGION)", field="--region")
     images_dir = (images or project.images_dir).resolve()
     targets, skipped = ec2_targets(cloud, images_dir)
+    gates = load_gates(images_dir / "clouds" / cloud.name)  # the panel's approve / hold
     ec2, _, _ = make_clients(region, endpoint_url, 4)
 
     def publish(target: object) -> str:
@@ -70,7 +72,12 @@ def deploy_command(
 
     with aws_errors():
         observed = {t.member: observe(ec2, t) for t in targets}
-        plans = {t.member: plan_member(t, observed[t.member]) for t in targets}
+        plans = {
+            t.member: plan_member(
+                t, observed[t.member], update_allowed=may_update(gates, t.member, t.sha256)
+            )
+            for t in targets
+        }
         if not json_mode:
             for member, reason in skipped.items():
                 click.echo(f"{member}: not deployed ({reason})")

@@ -50,6 +50,7 @@ class ActionKind(StrEnum):
     REPLACE = "replace-instance"
     ATTACH = "attach-data-volume"
     START = "start-instance"
+    HELD = "update-held"  # nothing to do: the member keeps its release (cloud/updates.py)
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,22 @@ def wanted_ingress(target: MemberTarget) -> frozenset[Port]:
     )
 
 
-def plan_member(target: MemberTarget, observed: Observed) -> list[Action]:
-    """The actions that turn `observed` into `target`, in the order they must run."""
+def plan_member(
+    target: MemberTarget, observed: Observed, *, update_allowed: bool = True
+) -> list[Action]:
+    """The actions that turn `observed` into `target`, in the order they must run.
+
+    `update_allowed=False` (the cloud's update approvals hold the member, or approve another
+    release): a running instance of another image keeps it; the plan says so and changes
+    nothing else about the instance."""
     member = target.member
     actions: list[Action] = []
-    if observed.ami_id is None:
+    held = (
+        not update_allowed
+        and observed.instance is not None
+        and observed.instance.image_sha256 != target.sha256
+    )
+    if observed.ami_id is None and not held:
         actions.append(
             Action(
                 ActionKind.PUBLISH_AMI, member, f"{target.image.manifest.name} {target.sha256[:12]}"
@@ -111,9 +123,18 @@ def plan_member(target: MemberTarget, observed: Observed) -> list[Action]:
         actions.append(Action(ActionKind.LAUNCH, member, target.instance_type))
         return actions
     reasons = []
-    if instance.image_sha256 != target.sha256:
+    if held:
+        actions.append(
+            Action(
+                ActionKind.HELD,
+                member,
+                f"{instance.instance_id} keeps image {instance.image_sha256[:12]}: the update to"
+                f" {target.sha256[:12]} is not approved (updates.json)",
+            )
+        )
+    elif instance.image_sha256 != target.sha256:
         reasons.append(f"image {instance.image_sha256[:12]} -> {target.sha256[:12]}")
-    if instance.settings_digest != target.settings_digest():
+    if instance.settings_digest != target.settings_digest() and not held:
         reasons.append("per-device settings changed")
     if reasons:
         actions.append(
