@@ -2,7 +2,7 @@
 chromium-driver). Screenshots of every page looked at are kept in
 BASETEMP/panel-screenshots/.
 
-- A fast test on a synthetic image: a secret typed into the card form (a mail user's
+- A test on a synthetic image (no boot): a secret typed into the card form (a mail user's
   password, a TLS key) reaches the card image and nothing else: not the server log, not any
   page, not even the form that comes back after a refused value.
 - A slow test on the example cloud with the session's homepage image: log in, see the cloud,
@@ -91,6 +91,7 @@ def synthetic_mail_image(images: Path) -> Path:
     return image
 
 
+@pytest.mark.slow  # a browser under a loaded machine: tens of seconds
 def test_a_secret_typed_into_the_card_form_reaches_only_the_card(
     browser: Browser, tmp_path: Path
 ) -> None:
