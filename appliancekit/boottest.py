@@ -11,6 +11,7 @@ import re
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -163,6 +164,7 @@ def boot_test(
     reboot: bool | None = None,
     writable: bool = False,
     user_data: dict[str, str] | None = None,
+    on_start: Callable[[Path], None] | None = None,
 ) -> BootTestReport:
     """Boot, wait for the hand-over, run the probes.
 
@@ -170,7 +172,8 @@ def boot_test(
     writable copy, so their state must survive a power-off. `writable=True` boots `disk`
     itself without an overlay (it is changed: the data partition grows, state is kept).
     On boards with [qemu] imds = true, `user_data` (default USER_DATA) is served as EC2
-    user-data over IMDSv2 and overrides the device's settings in the probes."""
+    user-data over IMDSv2 and overrides the device's settings in the probes. `on_start` is
+    called with each boot's live serial log as QEMU starts (the panel follows it)."""
     # The serial log goes beside what was booted: a copy's log never overwrites the log of
     # the image directory's own boot test.
     if log_dir is not None:
@@ -210,7 +213,11 @@ def boot_test(
             # The guest has no power-button handler yet, so power-off is a power pull: let
             # ext4 commit its journal (5 s) first, as a device left running would have.
             settle = EXT4_COMMIT_SECONDS if number < len(phases) else 0.0
-            boots.append(boot_once(config, workdir / f"boot{number}", selected, timeout, settle))
+            boots.append(
+                boot_once(
+                    config, workdir / f"boot{number}", selected, timeout, settle, on_start=on_start
+                )
+            )
             if not boots[-1].passed:
                 break
         serial = "\n".join(b.serial for b in boots)
@@ -267,7 +274,13 @@ class SingleBoot:
 
 
 def boot_once(
-    config: QemuConfig, workdir: Path, probes: list[Probe], timeout: float, settle: float = 0.0
+    config: QemuConfig,
+    workdir: Path,
+    probes: list[Probe],
+    timeout: float,
+    settle: float = 0.0,
+    *,
+    on_start: Callable[[Path], None] | None = None,
 ) -> SingleBoot:
     """One boot of `config`: wait for the hand-over, run `probes`, power off. Callers with
     a machine no board describes (a Proxmox VM from its `qm` configuration) use it directly."""
@@ -281,6 +294,8 @@ def boot_once(
     try:
         with machine:
             machine.start()
+            if on_start is not None:
+                on_start(machine.serial_log)
             # Probing before the guest has a network only leaves connections hanging in
             # QEMU's user-mode stack; the hand-over marker says services are starting.
             seen = machine.wait_for_serial(HANDOVER, timeout)

@@ -259,3 +259,20 @@ def test_publishing_to_the_deploy_repository_respects_the_members_approvals(
     assert holding_members(cloud, web, other, load_gates(tmp_path)) == ["web"]
     set_gate(tmp_path, "mail", Decision.HOLD)  # another recipe: another directory there
     assert holding_members(cloud, web, sha, load_gates(tmp_path)) == []
+
+
+def test_the_serial_follower_feeds_the_job_console(tmp_path: Path) -> None:
+    from appliancekit.panel.jobs import SerialFollower
+
+    job = Job(1, "boot-test", "a boot", "example", "web")
+    log = tmp_path / "serial.log"
+    log.write_text("appliancekit: initramfs started\r\nappliancekit: switch")
+    follower = SerialFollower(job)
+    follower.follow(log)
+    with log.open("a") as out:
+        out.write("ing root\n")
+    follower.stop()
+    assert job.to_json()["console"] == [
+        "appliancekit: initramfs started",
+        "appliancekit: switching root",
+    ]

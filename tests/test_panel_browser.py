@@ -209,6 +209,8 @@ def test_example_cloud_boot_test_publish_update_and_card(
         browser.screenshot("boot-test-running")
         job = browser.wait_for_job(900, "boot-test-finished")
         assert job["state"] == "passed" and job["summary"].startswith("PASS"), job
+        # the boot's serial console was followed into the page while it ran
+        assert "appliancekit: switching root" in text_of(browser, "job-console")
         browser.get(server.url + "clouds/example/members/web", "web-member-tested")
         assert text_of(browser, "health").startswith("boot test passed")
         assert "appliancekit: switching root" in text_of(browser, "serial-tail")

@@ -32,7 +32,7 @@ from appliancekit.cloud.secrets import load_or_create
 from appliancekit.cloud.updates import UpdateGate, load_gates, may_update
 from appliancekit.errors import UserError
 from appliancekit.flash import flash
-from appliancekit.panel.jobs import Job, JobFunction, JobReporter, JobResult
+from appliancekit.panel.jobs import Job, JobFunction, JobReporter, JobResult, SerialFollower
 from appliancekit.panel.status import (
     boot_health,
     cloud_state_dir,
@@ -97,7 +97,11 @@ def boot_test_job(cloud: Cloud, member: Member, paths: PanelPaths) -> JobFunctio
         reporter.step(
             f"boot test: {board.qemu.binary} -M {board.qemu.machine}, probes from the host"
         )
-        report = boot_test(result.output_dir, manifest, board)
+        follower = SerialFollower(job)
+        try:
+            report = boot_test(result.output_dir, manifest, board, on_start=follower.follow)
+        finally:
+            follower.stop()
         write_boot_record(
             result.output_dir,
             str(manifest.disk.sha256),

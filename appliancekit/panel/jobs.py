@@ -11,6 +11,7 @@ and its steps and progress bars land in the job instead of on stderr.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import queue
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from appliancekit.errors import one_line_error
@@ -62,6 +64,8 @@ class Job:
     started: float | None = None
     finished: float | None = None
     result: JobResult | None = None
+    # the last lines of a boot's serial console, live while QEMU runs
+    console: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=40))
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -94,6 +98,7 @@ class Job:
                 "steps": list(self.steps),
                 "progress": {"label": self.progress_label, "fraction": fraction},
                 "elapsed": round(self.elapsed(), 1),
+                "console": list(self.console),
                 "result": None
                 if self.result is None
                 else {
@@ -103,6 +108,50 @@ class Job:
                     "lines": list(self.result.lines),
                 },
             }
+
+
+class SerialFollower:
+    """Follows a booting machine's serial log into the job's console (a boot test's progress:
+    initramfs, verity, hand-over, services), one boot after another."""
+
+    POLL = 0.5
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def follow(self, path: Path) -> None:
+        self.stop()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._tail, args=(Path(path), self._stop), name="panel-serial", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _tail(self, path: Path, stop: threading.Event) -> None:
+        position, partial = 0, ""
+        while True:
+            done = stop.wait(self.POLL)
+            try:
+                with open(path, "rb") as log:
+                    log.seek(position)
+                    data = log.read()
+            except OSError:
+                data = b""
+            position += len(data)
+            lines = (partial + data.decode("utf-8", "replace")).split("\n")
+            partial = lines.pop()
+            with self.job.lock:
+                self.job.console.extend(line.rstrip("\r") for line in lines)
+            if done:
+                return
 
 
 class _JobProgress:

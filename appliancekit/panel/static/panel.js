@@ -23,6 +23,9 @@ function render(job, data) {
   document.getElementById("job-progress-label").textContent = data.progress.label;
   const steps = document.getElementById("job-steps");
   steps.replaceChildren(...data.steps.map((s) => text("li", s)));
+  const console_ = document.getElementById("job-console");
+  console_.textContent = data.console.join("\n");
+  console_.classList.toggle("empty", data.console.length === 0);
   const result = document.getElementById("job-result");
   if (data.result) {
     const summary = text("p", data.result.summary, "summary " + (data.result.ok ? "good" : "bad"));
