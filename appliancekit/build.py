@@ -24,6 +24,7 @@ from appliancekit.boot import BootInputs, boot_path
 from appliancekit.boot import initramfs as initramfs_stage
 from appliancekit.boot.kmod import find_kernel
 from appliancekit.cache import Cache
+from appliancekit.content.gobuild import go_version
 from appliancekit.devsettings import setting_records
 from appliancekit.digest import fingerprint, sha256_file
 from appliancekit.disk import (
@@ -302,6 +303,8 @@ def input_fingerprint(plan: BuildPlan, sources: ResolvedSources, epoch: int = 0)
             "packages": [p.sha256 for p in sources.all()],
             "source_date_epoch": epoch,
             "missing_indexes": list(sources.missing_indexes),
+            # the compiler decides the bytes of the Go programs an image holds
+            **({"go": go_version()} if plan.recipe.content else {}),
         }
     )
 
@@ -324,6 +327,7 @@ IMAGE_CODE = (
     "tree.py",
     "boot",
     "sources",
+    "content",
 )
 
 

@@ -100,6 +100,7 @@ TOOLS: tuple[HostTool, ...] = (
     HostTool("bmaptool", "bmap-tools", "checking .bmap files"),
     HostTool("zstd", "zstd", "release images"),
     HostTool("git", "git", "publishing to a deploy repository"),
+    HostTool("go", "golang-go", "content-sync (recipes with [[content]])"),
     HostTool("openssl", "openssl", "cloud keys (DKIM)"),
 )
 

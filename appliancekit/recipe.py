@@ -71,6 +71,10 @@ errors, with a "did you mean" suggestion)::
     source = "{{ settings.site }}"   # required; jinja2 against the settings
     owner = "root"               # root or a declared [[user]]
 
+    [[content]]                  # a tree pulled from a git branch (appliancekit/content/spec.py)
+    name = "site"                # required; path, repo, branch, interval required too
+    path = "/srv/www"
+
     [data]
     paths = ["/var/lib/foo"]     # absolute; these live on the /data partition
 
@@ -104,6 +108,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from appliancekit.content.spec import FIELDS as _CONTENT
+from appliancekit.content.spec import ContentTree, build_content
 from appliancekit.errors import UserError
 from appliancekit.settings_kinds import (
     DEVICE_NAME_RE,
@@ -333,6 +339,7 @@ class Recipe:
     # would), so secrets have test values without a default baked into every image.
     test_settings: tuple[tuple[str, str], ...] = ()
     python: PythonSection | None = None
+    content: tuple[ContentTree, ...] = ()  # trees pulled from git by content-sync
 
 
 @dataclass(frozen=True)
@@ -487,6 +494,7 @@ _RECIPE = (
     Field("service", array_of_tables(_SERVICE), default=()),
     Field("file", array_of_tables(_FILE), default=()),
     Field("tree", array_of_tables(_TREE), default=()),
+    Field("content", array_of_tables(_CONTENT), default=()),
     Field("data", table(_DATA), default=None),
     Field("network", table(_NETWORK), default=None),
     Field("test", table(_TEST), default=None),
@@ -611,6 +619,13 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
         nixos=_build_nixos(src, top["nixos"]),
         test_settings=_build_test_settings(src, top["test"], settings),
         python=python,
+        content=build_content(
+            src,
+            top["content"],
+            {s.name: (s.kind, s.per_device) for s in settings},
+            [s.name for s in services],
+            [t.path for t in trees] + list(top["data"]["paths"] if top["data"] else ()),
+        ),
     )
 
 

@@ -18,9 +18,11 @@ import jinja2
 
 from appliancekit import supervisor
 from appliancekit.board import Board
+from appliancekit.content.install import content_users
+from appliancekit.content.install import install as install_content
 from appliancekit.errors import UserError
 from appliancekit.minimise import ClosureRequest
-from appliancekit.recipe import Recipe, ResolvedSettings, User
+from appliancekit.recipe import Recipe, ResolvedSettings, Service, User
 from appliancekit.settings_kinds import as_text
 from appliancekit.sources.unpack import UnpackedPackage
 from appliancekit.templating import render_string, template_error
@@ -85,21 +87,42 @@ def build_root(
     packages: Sequence[UnpackedPackage], recipe: Recipe, settings: ResolvedSettings, board: Board
 ) -> RootPlan:
     tree = package_tree(packages)
-    users = {u.name: u for u in (ROOT_USER, *recipe.users)}
+    users = {u.name: u for u in (ROOT_USER, *recipe.users, *content_users(recipe))}
     _merged_usr_links(tree)
     _identity(tree, recipe, users)
     context = template_context(recipe, settings, board, users)
     per_device = generated_files(tree, recipe, context, users)
+    content = install_content(
+        tree,
+        recipe,
+        board.arch,
+        lambda index, expression: render(
+            recipe,
+            context,
+            template=None,
+            content=expression,
+            what=f"content[{index}]",
+            key="seed",
+        ),
+        context["settings"],  # type: ignore[arg-type]
+    )
+    for path, text, owner in content.files:
+        line = place_file(tree, path, text, 0o644, users[owner])
+        if line is not None:
+            per_device.append(line)
     tree.add_file(PER_DEVICE_FILES, "".join(f"{line}\n" for line in per_device))
     tree.add_file(SETTINGS_DEFAULTS, settings_defaults(recipe, settings))
     tree.add_file(SETTINGS_KINDS, settings_kinds_text(recipe))
     _copied_trees(tree, recipe, context, users)
-    boot_dirs = _data_links(tree, recipe, users) + _runtime_dirs(recipe, users)
+    services = (*recipe.services, *content.services)
+    boot_dirs = (
+        _data_links(tree, recipe, users) + _runtime_dirs(services, users) + content.boot_dirs
+    )
     tree.add_file(BOOT_DIRS_FILE, "".join(f"{line}\n" for line in boot_dirs))
     for path, mode in MOUNT_POINTS.items():
         tree.entries.pop(path, None)
         tree.add(Entry(path, "dir", mode))
-    supervisor_request = supervisor.install(tree, recipe.services, users)
+    supervisor_request = supervisor.install(tree, services, users)
     recipe_request = ClosureRequest(
         executables=tuple(
             dict.fromkeys((*(s.exec[0] for s in recipe.services), *recipe.debian.executables))
@@ -230,14 +253,22 @@ def generated_files(
         what = f"file[{index}]"
         text = render(recipe, context, template=item.template, content=item.content, what=what)
         owner = _owner(users, item.owner, f"{what}.owner")
-        tree.entries.pop(item.path, None)
-        if "@@AK:" in text:
-            tree.add_file(PER_DEVICE_SOURCE + item.path, text, mode=0o644)
-            tree.add_symlink(item.path, PER_DEVICE_TARGET + item.path)
-            per_device.append(f"{item.path} {owner.uid} {owner.gid} {item.mode:04o}")
-        else:
-            tree.add_file(item.path, text, mode=item.mode, uid=owner.uid, gid=owner.gid)
+        line = place_file(tree, item.path, text, item.mode, owner)
+        if line is not None:
+            per_device.append(line)
     return per_device
+
+
+def place_file(tree: RootTree, path: str, text: str, mode: int, owner: User) -> str | None:
+    """A rendered file into the tree. One holding per-device placeholders goes under
+    PER_DEVICE_SOURCE, linked from `path`; its "PATH UID GID MODE" line is returned."""
+    tree.entries.pop(path, None)
+    if "@@AK:" in text:
+        tree.add_file(PER_DEVICE_SOURCE + path, text, mode=0o644)
+        tree.add_symlink(path, PER_DEVICE_TARGET + path)
+        return f"{path} {owner.uid} {owner.gid} {mode:04o}"
+    tree.add_file(path, text, mode=mode, uid=owner.uid, gid=owner.gid)
+    return None
 
 
 def settings_kinds_text(recipe: Recipe) -> str:
@@ -297,9 +328,9 @@ def _copied_trees(
                 )
 
 
-def _runtime_dirs(recipe: Recipe, users: Mapping[str, User]) -> list[str]:
+def _runtime_dirs(services: Sequence[Service], users: Mapping[str, User]) -> list[str]:
     """/run/SERVICE, owned by the service's user: its pid files and sockets go there."""
-    return [f"/run/{s.name} {users[s.user].uid} {users[s.user].gid} 0755" for s in recipe.services]
+    return [f"/run/{s.name} {users[s.user].uid} {users[s.user].gid} 0755" for s in services]
 
 
 def _data_links(tree: RootTree, recipe: Recipe, users: Mapping[str, User]) -> list[str]:

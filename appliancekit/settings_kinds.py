@@ -17,6 +17,8 @@ narrower still.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -24,6 +26,7 @@ import string
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from appliancekit.errors import UserError
 
@@ -49,6 +52,9 @@ class SettingKind(StrEnum):
     HOSTNAME = "hostname"  # an RFC 1123 host name (every appliance's `hostname`)
     ADDRESS = "address"  # an IPv4 or IPv6 address, optionally /PREFIX (static network set-up)
     SERIAL = "serial"  # a disk's serial number, such as an EBS volume id (vol-0123abcd)
+    URL = "url"  # an http(s) URL, such as a git repository's (content from git)
+    GITREF = "gitref"  # a git branch name (git check-ref-format's rules)
+    SSHKEY = "sshkey"  # an Ed25519 public key as OpenSSH writes it: ssh-ed25519 AAAA... [comment]
 
 
 # Values of these kinds are never shown on the console or in command output.
@@ -74,6 +80,10 @@ ALLOWED: dict[SettingKind, str] = {
     SettingKind.BOOL: string.ascii_letters + string.digits,
     SettingKind.ADDRESS: string.hexdigits + ".:/",
     SettingKind.SERIAL: string.ascii_letters + string.digits + "-",
+    # RFC 3986 unreserved and the delimiters a repository URL needs; not '&' (syntax)
+    SettingKind.URL: string.ascii_letters + string.digits + "-._~:/?=%+@,!*()[]",
+    SettingKind.GITREF: string.ascii_letters + string.digits + "._/-",
+    SettingKind.SSHKEY: string.ascii_letters + string.digits + "+/=-._@ ",
 }
 
 _SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
@@ -178,6 +188,49 @@ def _address(value: str) -> str:
         ) from None
 
 
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+        raise ValueError(
+            f"{_short(value)} is not an http(s) URL (e.g. https://git.example.org/site.git)"
+        )
+    return value
+
+
+def _gitref(value: str) -> str:
+    if (
+        value.startswith(("-", "/", "."))
+        or value.endswith(("/", ".", ".lock"))
+        or ".." in value
+        or "//" in value
+        or "/." in value
+        or value == "@"
+    ):
+        raise ValueError(f"{value!r} is not a git branch name (e.g. main or release/1.x)")
+    return value
+
+
+def _sshkey(value: str) -> str:
+    fields = value.split()
+    try:
+        blob = base64.b64decode(fields[1], validate=True) if len(fields) >= 2 else b""
+    except binascii.Error:
+        blob = b""
+    expected = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20"
+    if fields[:1] != ["ssh-ed25519"] or len(blob) != len(expected) + 32 or not blob.startswith(
+        expected
+    ):
+        raise ValueError(
+            "expected an Ed25519 public key as OpenSSH writes it (ssh-ed25519 AAAA... [comment],"
+            " the .pub file of `ssh-keygen -t ed25519`)"
+        )
+    return value
+
+
 def convert(kind: SettingKind, raw: str | int | bool, base: Path | None = None) -> str | int | bool:
     """A setting value in its typed form (str, int or bool); ValueError with a readable
     message otherwise. `base` resolves relative paths. An empty value is refused: a setting
@@ -221,6 +274,11 @@ def convert(kind: SettingKind, raw: str | int | bool, base: Path | None = None) 
         return _domains(raw)
     if kind == SettingKind.ADDRESS:
         return _address(raw)
+    if kind in (SettingKind.URL, SettingKind.GITREF, SettingKind.SSHKEY):
+        _text(raw, ALLOWED[kind])
+        return {SettingKind.URL: _url, SettingKind.GITREF: _gitref, SettingKind.SSHKEY: _sshkey}[
+            kind
+        ](raw)
     if kind == SettingKind.SERIAL:
         if not _SERIAL.fullmatch(raw):
             raise ValueError(f"{raw!r} is not a disk serial number (e.g. vol-0123abcd)")

@@ -71,6 +71,12 @@ WIDEST = {
     SettingKind.EMAIL: "x.y_z%+1@example.org",
     SettingKind.ADDRESS: "2001:db8::a:10/64",
     SettingKind.SERIAL: "vol-0a1B2c3d",
+    SettingKind.URL: "https://u-1.x_y~z:p%41ss+w=rd,!*()@git.example.org:8443/a/site.git?x=[1]",
+    SettingKind.GITREF: "release/v1.x_2-rc",
+    SettingKind.SSHKEY: (
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFz4VvGk6C9JgoY0Gj+/4wM8oV5bq3T3yZ0Oq7t8Hf1k"
+        " a.b-c_d@host"
+    ),
     SettingKind.USERS: (
         "al.i_ce-1:{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA+/."
         " bob:{SHA512-CRYPT}$6$salt$hash./"

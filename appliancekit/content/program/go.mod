@@ -1,0 +1,3 @@
+module appliancekit/content-sync
+
+go 1.19
