@@ -21,6 +21,7 @@ import yaml
 
 from appliancekit.board import find_board
 from appliancekit.boot.initramfs import render_init
+from appliancekit.content.install import config_files
 from appliancekit.devsettings import (
     UNIVERSAL,
     check_device_settings,
@@ -34,6 +35,7 @@ from appliancekit.rootfs import (
     PER_DEVICE_SOURCE,
     ROOT_USER,
     generated_files,
+    place_file,
     settings_defaults,
     settings_kinds_text,
     template_context,
@@ -202,6 +204,11 @@ def rendered_files(recipe: Recipe, name: str, value: str, tmp: Path) -> dict[str
     context = template_context(recipe, resolved, BOARD, users)
     tree = RootTree()
     per_device = {line.split()[0] for line in generated_files(tree, recipe, context, users)}
+    # content-sync's configuration files ([[content]]) are rendered the same way
+    content = config_files(recipe, context["settings"])  # type: ignore[arg-type]
+    for path, text in content:
+        if place_file(tree, path, text, 0o644, ROOT_USER) is not None:
+            per_device.add(path)
     device_env = ""
     if setting.per_device:
         written = check_device_settings({name: value}, manifest_of(recipe))[name]
@@ -211,12 +218,12 @@ def rendered_files(recipe: Recipe, name: str, value: str, tmp: Path) -> dict[str
     )
     assert "ignoring" not in console, console
     files = {}
-    for f in recipe.files:
-        if f.path in per_device:
-            source = tree.entries[PER_DEVICE_SOURCE + f.path].content or b""
-            files[f.path] = substitute(tmp, sed_script, source.decode())
+    for path in [f.path for f in recipe.files] + [path for path, _ in content]:
+        if path in per_device:
+            source = tree.entries[PER_DEVICE_SOURCE + path].content or b""
+            files[path] = substitute(tmp, sed_script, source.decode())
         else:
-            files[f.path] = (tree.entries[f.path].content or b"").decode()
+            files[path] = (tree.entries[path].content or b"").decode()
     return files
 
 

@@ -81,6 +81,11 @@ def config_text(tree: ContentTree, settings: Mapping[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def config_files(recipe: Recipe, settings: Mapping[str, object]) -> list[tuple[str, str]]:
+    """(path, text) of content-sync's configuration file for each tree."""
+    return [(f"{CONFIG_DIR}/{t.name}.conf", config_text(t, settings)) for t in recipe.content]
+
+
 def install(
     tree: RootTree,
     recipe: Recipe,
@@ -113,7 +118,7 @@ def install(
             tree.entries.pop(child, None)
         tree.add_symlink(item.path, f"{STATE_DIR}/{item.name}/current")
         parts.boot_dirs.append(f"{STATE_DIR}/{item.name} {USER.uid} {USER.gid} 0755")
-        parts.files.append((f"{CONFIG_DIR}/{item.name}.conf", config_text(item, settings), "root"))
+    parts.files = [(path, text, "root") for path, text in config_files(recipe, settings)]
     parts.services = (Service(name=SERVICE, exec=(PROGRAM, "run", CONFIG_DIR), user=USER.name),)
     return parts
 
