@@ -4,6 +4,9 @@ VENV        := .venv
 PYTHON      ?= python3
 AK          := $(VENV)/bin/appliancekit
 PYTEST_ARGS ?=
+# QEMU boots one vCPU under TCG, so two workers on a 2-core machine nearly halve the slow
+# suite; tests that share a booted image stay on one worker (tests/conftest.py).
+PYTEST_WORKERS ?= auto
 BENCH_ARGS  ?=
 
 .PHONY: setup host venv demo test test-fast lint bench clean
@@ -26,7 +29,7 @@ demo: setup
 
 test: setup
 	@$(VENV)/bin/ruff check appliancekit tests bench
-	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
 test-fast: setup
 	@$(VENV)/bin/pytest -m 'not slow' $(PYTEST_ARGS)

@@ -3,6 +3,8 @@ per test run and every slow test reads from that, which keeps CI within its time
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -32,8 +34,26 @@ def project() -> Project:
 
 @pytest.fixture(scope="session")
 def session_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Images built by the test session (never the user's images/)."""
+    """Images built by the test session (never the user's images/). Under pytest-xdist the
+    workers share one directory, so an image is built once per run, not once per worker."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = base.parent / "images"
+        shared.mkdir(exist_ok=True)
+        return shared
     return tmp_path_factory.mktemp("images")
+
+
+@contextlib.contextmanager
+def build_lock(images: Path) -> Iterator[None]:
+    """One build at a time across xdist workers: the second worker to want an image waits,
+    then finds it built (a no-op rebuild), and the package caches never see two builds."""
+    with open(images / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def build_appliance(
@@ -63,7 +83,8 @@ class ApplianceCache:
     def build(self, recipe: str, board: str) -> BuildResult:
         key = (recipe, board)
         if key not in self.builds:
-            self.builds[key] = build_appliance(recipe, board, self.images)
+            with build_lock(self.images):
+                self.builds[key] = build_appliance(recipe, board, self.images)
         return self.builds[key]
 
     def boot(self, recipe: str, board: str) -> BootTestReport:
@@ -210,3 +231,23 @@ def sd_card_partitions(disk: Path, first_partition_offset: int) -> list[dict[str
     # the power-of-two padding belongs to the data partition, not grown into at first boot
     assert (parts[-1]["start"] + parts[-1]["size"]) * 512 == size
     return parts
+
+
+# The session's homepage image for qemu-virt-arm64 is booted by many modules, and a boot of
+# an image directory writes its serial.log there: two xdist workers booting it at once would
+# read each other's log. Every module that touches that image runs on one worker (one
+# xdist_group); any other module is a group of its own, so its tests keep their order.
+SHARED_HOMEPAGE = re.compile(r'homepage_image|homepage_cli_test|"homepage",\s*"qemu-virt-arm64"')
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shared_modules = {
+        item.module.__name__
+        for item in items
+        if isinstance(item, pytest.Function)
+        and SHARED_HOMEPAGE.search(Path(item.module.__file__).read_text())
+    }
+    for item in items:
+        module = item.module.__name__ if isinstance(item, pytest.Function) else item.nodeid
+        group = "homepage-qemu-virt-arm64" if module in shared_modules else module
+        item.add_marker(pytest.mark.xdist_group(group))
