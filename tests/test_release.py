@@ -164,6 +164,8 @@ def test_release_publishes_signed_and_resumes(
     ).exists()
     notes = (tmp_path / "releases" / NOTES).read_text()
     assert "## homepage" in notes and sha in notes
+    assert set(first.seconds) == {"build", "boot_test", "publish"}
+    assert all(seconds >= 0 for seconds in first.seconds.values())
 
     [again] = run_release(project, Cache(default_cache_dir()), Reporter(), options)
     assert (again.built, again.boot_tested, again.sdcard, again.git) == (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -63,9 +64,17 @@ def release_command(
         since=since,
         boot_timeout=timeout,
     )
+    started = time.monotonic()
     outcomes = run_release(project, Cache(default_cache_dir()), reporter, options)
+    wall = round(time.monotonic() - started, 1)
     if json_mode:
-        emit_json({"releases": [o.to_json() for o in outcomes], "notes": str(options.out / NOTES)})
+        emit_json(
+            {
+                "releases": [o.to_json() for o in outcomes],
+                "notes": str(options.out / NOTES),
+                "wall_seconds": wall,
+            }
+        )
         return
     for o in outcomes:
         tested = "boot-tested" if o.boot_tested else "boot test passed earlier"
@@ -74,6 +83,7 @@ def release_command(
             f"{o.recipe} on {o.board}: {o.image_sha256[:16]} {tested}, sdcard {o.sdcard}{git}"
         )
     click.echo(f"notes: {options.out / NOTES}")
+    click.echo(f"{len(outcomes)} releases in {wall:.0f} s")
 
 
 COMMANDS = [release_command]

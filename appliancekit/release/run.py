@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,9 @@ class EntryOutcome:
     sdcard: str = ""  # "written" | "unchanged"
     git: str = ""  # "committed" | "unchanged" | "" (no deploy repository)
     package_changes: list[dict[str, object]] = field(default_factory=list)
+    # wall seconds per stage in this run (build, boot_test, publish): a resumed run shows
+    # what it skipped as near zero, so the full matrix's time is that of one complete run
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -123,8 +127,10 @@ def _release_one(
             file=lock_file,
         )
     outcome = EntryOutcome(entry.recipe, entry.board)
+    started = time.monotonic()
     plan = BuildPlan(recipe, board, resolve_settings(recipe, {}), project.images_dir)
     result = build(plan, cache, reporter)
+    outcome.seconds["build"] = round(time.monotonic() - started, 1)
     manifest = result.manifest
     sha = str(manifest.disk.sha256)
     outcome.image_sha256, outcome.built = sha, result.rebuilt
@@ -133,6 +139,7 @@ def _release_one(
     previous = _deployed_manifest(deploy_dir)
     outcome.package_changes = package_changes(previous, manifest, lock_file)
 
+    started = time.monotonic()
     if not _boot_test_passed(result.output_dir, sha):
         reporter.step(f"{manifest.name}: boot test")
         report = boot_test(result.output_dir, manifest, board, timeout=options.boot_timeout)
@@ -150,7 +157,9 @@ def _release_one(
             + "\n"
         )
         outcome.boot_tested = True
+    outcome.seconds["boot_test"] = round(time.monotonic() - started, 1)
 
+    started = time.monotonic()
     if _holds(release_dir, manifest.name, sha):
         outcome.sdcard = "unchanged"
     else:
@@ -165,6 +174,7 @@ def _release_one(
             result.output_dir, options.repo, reporter=reporter, sign_key=options.sign_key
         )
         outcome.git = "committed" if git.committed else "unchanged"
+    outcome.seconds["publish"] = round(time.monotonic() - started, 1)
     reporter.step(
         f"{manifest.name}: {sha[:16]} sdcard {outcome.sdcard}"
         + (f", deploy repository {outcome.git}" if outcome.git else "")
