@@ -403,3 +403,46 @@ def test_sshkey_kind(tmp_path: Path) -> None:
     ):
         with pytest.raises(ValueError):
             convert(SettingKind.SSHKEY, bad)
+
+
+def test_mailserver_takes_extra_aliases_from_git(program: Path) -> None:
+    recipe = load_recipe(PROJECT.recipes_dir / "mailserver")
+    (aliases,) = recipe.content
+    assert aliases.path == "/etc/mailserver/aliases"
+    assert aliases.checks == ("require:virtual", "aliases:virtual")
+    main_cf = (recipe.directory / "postfix" / "main.cf").read_text()
+    assert f"texthash:{aliases.path}/virtual" in main_cf
+    # the image's copy passes the checks a commit must pass
+    seed = recipe.directory / str(aliases.seed)
+    result = validate(program, seed, *aliases.checks)
+    assert result.stdout.strip() == "ok", result.stdout
+
+
+def test_install_puts_program_seed_link_config_and_service_into_the_root() -> None:
+    from appliancekit.board import Architecture
+    from appliancekit.content.install import PROGRAM, install
+    from appliancekit.tree import RootTree
+
+    recipe = load_recipe(PROJECT.recipes_dir / "homepage")
+    tree = RootTree()
+    tree.ensure_dir("/srv/www")
+    settings = {s.name: f"@@AK:{s.name}@@" for s in recipe.settings if s.per_device}
+    parts = install(
+        tree, recipe, Architecture.AMD64, lambda _i, _e: str(recipe.directory / "site"), settings
+    )
+    assert tree.entries["/srv/www"].kind == "symlink"
+    assert tree.entries["/srv/www"].target == "/data/content/site/current"
+    assert tree.entries["/usr/share/appliancekit/content/site/index.html"].mode == 0o644
+    program = tree.entries[PROGRAM]
+    assert program.mode == 0o755 and program.source is not None
+    assert program.source.read_bytes()[:4] == b"\x7fELF"
+    (service,) = parts.services
+    assert service.user == "content" and service.exec == (
+        PROGRAM,
+        "run",
+        "/etc/appliancekit/content",
+    )
+    assert "/data/content/site 990 990 0755" in parts.boot_dirs
+    ((path, text, _owner),) = parts.files
+    assert path == "/etc/appliancekit/content/site.conf"
+    assert "repo=@@AK:site_repo@@" in text and "seed=/usr/share/appliancekit/content/site" in text
