@@ -63,9 +63,10 @@ def without_content(recipe_dir: Path, dest: Path) -> Path:
     """A copy of homepage whose site is a [[tree]] again: the baseline without content-sync."""
     shutil.copytree(recipe_dir, dest)
     text = (dest / "recipe.toml").read_text()
-    text = re.sub(r"\[settings\.site_(repo|branch|interval|signer)\][^\[]*", "", text)
+    # a table runs to the next line that starts with '['
+    text = re.sub(r"\[settings\.site_(repo|branch|interval|signer)\]\n(?:(?!\[).*\n)*", "", text)
     text = re.sub(
-        r"\[\[content\]\][^\[]*",
+        r"\[\[content\]\]\n(?:(?!\[).*\n)*",
         '[[tree]]\npath = "/srv/www"\nsource = "{{ settings.site }}"\n\n',
         text,
     )
