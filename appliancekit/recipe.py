@@ -623,7 +623,6 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
             src,
             top["content"],
             {s.name: (s.kind, s.per_device) for s in settings},
-            [s.name for s in services],
             [t.path for t in trees] + list(top["data"]["paths"] if top["data"] else ()),
         ),
     )

@@ -337,9 +337,9 @@ def test_homepage_declares_its_site_as_content() -> None:
         ),
         (
             'signer = "site_signer"',
-            'signer = "site_signer"\nreload = "ngnix"',
+            'signer = "site_signer"\nreload = "nginx"',
             "content[0].reload",
-            "not a [[service]]",
+            "unknown key 'reload'",
         ),
         ('path = "/srv/www"', 'path = "srv/www"', "content[0].path", "absolute"),
         ('name = "site"', 'name = "Site"', "content[0].name", "lowercase"),

@@ -76,7 +76,6 @@ def config_text(tree: ContentTree, settings: Mapping[str, object]) -> str:
         f"interval={setting(tree.interval)}",
         f"signer={setting(tree.signer)}",
         *(f"check={c}" for c in tree.checks),
-        f"reload={tree.reload or ''}",
     ]
     return "\n".join(lines) + "\n"
 

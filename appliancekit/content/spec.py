@@ -14,7 +14,11 @@ image, kept in step by content-sync (appliancekit/content/program/) and switched
                                   # only commits signed by that key are applied
     checks = ["require:index.html"]  # what a commit must pass to be applied:
                                   # require:PATH, zone:GLOB, aliases:PATH
-    reload = "nginx"              # a [[service]] to send SIGHUP (through s6) after a switch
+
+The service must read the tree through the link on each use (nginx reads files per request;
+Postfix's daemons reopen their tables when they restart on their own). Signalling a service
+after a switch is not offered: content-sync runs as its own user, which may not control
+other services' supervisors.
 
 Settings are named, not templated: the names are checked here (declared, per device, the
 right kind), so a typo is one line of recipe.toml, not a device that never syncs.
@@ -60,7 +64,6 @@ class ContentTree:
     seed: str | None = None  # jinja2 over the settings: a host directory
     signer: str | None = None
     checks: tuple[str, ...] = ()  # KIND:ARGUMENT
-    reload: str | None = None  # a service name
 
 
 def _check(src: TomlSource, value: Any, path: KeyPath) -> str:
@@ -91,7 +94,6 @@ FIELDS = (
     Field("interval", string(), required=True),
     Field("signer", string(), default=None),
     Field("checks", list_of(_check), default=()),
-    Field("reload", string(), default=None),
 )
 
 
@@ -99,11 +101,10 @@ def build_content(
     src: TomlSource,
     raw: Sequence[Mapping[str, Any]],
     settings: Mapping[str, tuple[SettingKind, bool]],
-    services: Sequence[str],
     reserved_paths: Sequence[str],
 ) -> tuple[ContentTree, ...]:
     """The [[content]] tables, checked against the recipe's settings (name -> (kind,
-    per_device)), services and the paths other declarations already use."""
+    per_device)) and the paths other declarations already use."""
     trees = []
     seen: dict[str, int] = {}
     paths: dict[str, int] = {}
@@ -140,10 +141,5 @@ def build_content(
                     f'setting {name!r} must have kind = "{kind}" and per_device = true'
                     f" (it is {declared_kind}{', per device' if per_device else ', baked in'})",
                 )
-        if item["reload"] is not None and item["reload"] not in services:
-            src.fail(
-                (*where, "reload"),
-                f"{item['reload']!r} is not a [[service]] of this recipe{suggest(item['reload'], services)}",
-            )
         trees.append(ContentTree(**item))
     return tuple(trees)

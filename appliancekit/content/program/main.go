@@ -8,8 +8,7 @@
 //
 // A configuration file holds KEY=VALUE lines: name, dir (state on /data), seed (the image's
 // copy, served until the first sync), repo, branch, interval (seconds), signer (an
-// "ssh-ed25519 ..." key: commits must be signed by it), check (repeatable), reload (an s6
-// service to send SIGHUP through s6-svc).
+// "ssh-ed25519 ..." key: commits must be signed by it), check (repeatable).
 package main
 
 import (
@@ -19,7 +18,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -32,8 +30,6 @@ const (
 	defaultInterval = 300
 	minInterval     = 5
 	maxPack         = 256 << 20
-	svcCommand      = "/usr/bin/s6-svc"
-	scanDir         = "/run/service"
 )
 
 type config struct {
@@ -45,7 +41,6 @@ type config struct {
 	interval time.Duration
 	signer   string
 	checks   []check
-	reload   string
 }
 
 func loadConfig(file string) (*config, error) {
@@ -98,8 +93,6 @@ func loadConfig(file string) (*config, error) {
 				return nil, fmt.Errorf("%s:%d: %v", file, n, err)
 			}
 			c.checks = append(c.checks, ck)
-		case "reload":
-			c.reload = value
 		default:
 			return nil, fmt.Errorf("%s:%d: unknown key %q", file, n, key)
 		}
@@ -297,7 +290,6 @@ func (s *syncer) pass(ctx context.Context) {
 	s.st.subject = cm.subject
 	s.st.result = "applied"
 	s.log(fmt.Sprintf("applied %s (%s)", short(want), cm.subject))
-	s.reloadService()
 }
 
 func (s *syncer) unreachable(err error) {
@@ -407,19 +399,6 @@ func writeSynced(path string, data []byte) error {
 		return err
 	}
 	return f.Close()
-}
-
-// reloadService asks s6 to send SIGHUP to the service that reads the tree (no shell).
-func (s *syncer) reloadService() {
-	if s.cfg.reload == "" {
-		return
-	}
-	out, err := exec.Command(svcCommand, "-h", filepath.Join(scanDir, s.cfg.reload)).CombinedOutput()
-	if err != nil {
-		s.log(fmt.Sprintf("reload of %s failed: %v %s", s.cfg.reload, err, strings.TrimSpace(string(out))))
-		return
-	}
-	s.log("reloaded " + s.cfg.reload)
 }
 
 func (s *syncer) loop(ctx context.Context) {
