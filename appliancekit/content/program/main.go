@@ -289,7 +289,7 @@ func (s *syncer) pass(ctx context.Context) {
 	s.st.current = want
 	s.st.subject = cm.subject
 	s.st.result = "applied"
-	s.log(fmt.Sprintf("applied %s (%s)", short(want), cm.subject))
+	s.log(fmt.Sprintf("applied %s (%s) in %.1fs", short(want), cm.subject, time.Since(s.st.lastCheck).Seconds()))
 }
 
 func (s *syncer) unreachable(err error) {
