@@ -47,6 +47,8 @@ from appliancekit.manifest import (
     write_manifest,
 )
 from appliancekit.minimise import SizeReport, minimise
+from appliancekit.monitoring import PACKAGES as MONITORING_PACKAGES
+from appliancekit.monitoring import agent as monitoring_agent
 from appliancekit.output import Reporter
 from appliancekit.publish.image import write_image_bmap
 from appliancekit.recipe import Recipe, ResolvedSettings, SettingKind
@@ -224,10 +226,15 @@ def build(
     wheels = pypi.install(
         cache, python, plan.suite, [unpacked[p] for p in sources.root], debian.for_arch
     )
+    if plan.recipe.monitoring is not None:
+        reporter.step("monitoring agent")
+    agent = monitoring_agent.install(
+        cache, plan.recipe.monitoring is not None, plan.board.arch.value
+    )
 
     with work_dir(plan.images_dir, f"{plan.name}.") as work:
         manifest = _build_into(
-            plan, sources, unpacked, inputs, epoch, work, reporter, wheels, debian.lock
+            plan, sources, unpacked, inputs, epoch, work, reporter, wheels, debian.lock, agent
         )
         replace_dir(work / "out", plan.output_dir, scratch=work)
     return BuildResult(plan.output_dir, manifest, True, time.monotonic() - started)
@@ -242,8 +249,13 @@ def resolve_recipe_sources(recipe: Recipe, board: Board, apt: DebianSource) -> R
     pins exactly these sets)."""
     root_names = (*recipe.debian.packages, *supervisor.PACKAGES)
     recipe_file, board_file = recipe.source_file, board.source_file
+    root = _resolve(apt, root_names, recipe_file, ("debian", "packages"))
+    if recipe.monitoring is not None:
+        # a set of its own, so a lock serves the recipe with and without monitoring (a cloud
+        # can turn it on for any member)
+        root = sorted({*root, *apt.resolve(MONITORING_PACKAGES)})
     return ResolvedSources(
-        root=tuple(_resolve(apt, root_names, recipe_file, ("debian", "packages"))),
+        root=tuple(root),
         initramfs=tuple(apt.resolve(initramfs_stage.PACKAGES)),
         kernel=tuple(
             select_kernel_packages(
@@ -305,6 +317,16 @@ def input_fingerprint(plan: BuildPlan, sources: ResolvedSources, epoch: int = 0)
             "missing_indexes": list(sources.missing_indexes),
             # the compiler decides the bytes of the Go programs an image holds
             **({"go": go_version()} if plan.recipe.content else {}),
+            **(
+                {
+                    "monitoring_agent": [
+                        monitoring_agent.source_digest(),
+                        monitoring_agent.go_version(),
+                    ]
+                }
+                if plan.recipe.monitoring is not None
+                else {}
+            ),
         }
     )
 
@@ -318,6 +340,7 @@ IMAGE_CODE = (
     "disk.py",
     "manifest.py",
     "minimise.py",
+    "monitoring",
     "recipe.py",
     "rootfs.py",
     "seal.py",
@@ -362,8 +385,10 @@ def _build_into(
     reporter: Reporter,
     wheels: pypi.PythonInstall | None = None,
     lock: Mapping[str, object] | None = None,
+    agent: monitoring_agent.AgentInstall | None = None,
 ) -> Manifest:
     wheels = wheels or pypi.PythonInstall()
+    agent = agent or monitoring_agent.AgentInstall()
     out = work / "out"
     out.mkdir()
     board = plan.board
@@ -381,7 +406,9 @@ def _build_into(
     )
 
     reporter.step("assembling the root tree")
-    root_packages = [unpacked[p] for p in sources.root] + list(wheels.packages)
+    root_packages = (
+        [unpacked[p] for p in sources.root] + list(wheels.packages) + list(agent.packages)
+    )
     root_plan = build_root(root_packages, plan.recipe, plan.settings, board)
     reporter.step("minimising")
     tree, report = minimise(root_plan.tree, board.arch, root_plan.requests + wheels.requests)
@@ -463,7 +490,8 @@ def _build_into(
             )
             for p in group
         ]
-        + list(wheels.manifest),
+        + list(wheels.manifest)
+        + list(agent.manifest),
         kernel_version=kernel.version,
         kernel_cmdline=cmdline,
         initramfs_modules=list(initramfs.modules),

@@ -102,6 +102,7 @@ TOOLS: tuple[HostTool, ...] = (
     HostTool("git", "git", "publishing to a deploy repository"),
     HostTool("go", "golang-go", "content-sync (recipes with [[content]])"),
     HostTool("openssl", "openssl", "cloud keys (DKIM)"),
+    HostTool("go", "golang-go", "the monitoring agent (images with [monitoring])"),
 )
 
 FILES: tuple[HostFile, ...] = (

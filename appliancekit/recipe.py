@@ -81,6 +81,9 @@ errors, with a "did you mean" suggestion)::
     [network]
     ports = [80]                 # TCP ports, 1..65535
 
+    [monitoring]                 # export metrics (appliancekit.monitoring adds what it takes:
+    port = 9100                  # node-exporter and the agent, on this port with a token)
+
     [[probe]]
     kind = "http"                # required: http|tcp|dns|smtp|imap|dns-tcp|closed|pdns-api|matrix
                                  # |smtp-send|imap-message|managesieve
@@ -319,6 +322,14 @@ class PythonSection:
 
 
 @dataclass(frozen=True)
+class MonitoringSection:
+    """[monitoring]: the appliance exports its metrics; `appliancekit.monitoring.augment`
+    adds the services, users, settings and port that takes."""
+
+    port: int = 9100
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     summary: str
@@ -340,6 +351,7 @@ class Recipe:
     test_settings: tuple[tuple[str, str], ...] = ()
     python: PythonSection | None = None
     content: tuple[ContentTree, ...] = ()  # trees pulled from git by content-sync
+    monitoring: MonitoringSection | None = None
 
 
 @dataclass(frozen=True)
@@ -464,6 +476,7 @@ _TREE = (
 _DATA = (Field("paths", list_of(abs_path()), default=()),)
 _NETWORK = (Field("ports", list_of(_PORT, item_type="int"), default=()),)
 _TEST = (Field("settings", string_table(), default=()),)
+_MONITORING = (Field("port", _PORT, default=9100),)
 _PROBE = (
     Field("kind", _probe_kind, required=True),
     Field("port", _PORT, required=True),
@@ -498,6 +511,7 @@ _RECIPE = (
     Field("data", table(_DATA), default=None),
     Field("network", table(_NETWORK), default=None),
     Field("test", table(_TEST), default=None),
+    Field("monitoring", table(_MONITORING), default=None),
     Field("probe", array_of_tables(_PROBE), default=()),
     Field("nixos", anything(), default=None),
 )
@@ -601,7 +615,7 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
                 f"lock file {python.lock!r} does not exist; generate it with "
                 f"`python -m appliancekit.sources.pypi lock {directory}`",
             )
-    return Recipe(
+    recipe = Recipe(
         name=app["name"],
         summary=app["summary"],
         directory=directory,
@@ -626,6 +640,16 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
             [t.path for t in trees] + list(top["data"]["paths"] if top["data"] else ()),
         ),
     )
+    if top["monitoring"] is not None:
+        if backend != "debian":
+            src.fail(("monitoring",), "[monitoring] needs the debian backend")
+        from appliancekit.monitoring import augment  # it builds on this module's types
+
+        try:
+            recipe = augment(recipe, MonitoringSection(**top["monitoring"]))
+        except UserError as exc:
+            src.fail(("monitoring",), exc.message)
+    return recipe
 
 
 def _check_unique(

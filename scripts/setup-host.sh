@@ -6,7 +6,9 @@ set -euo pipefail
 extra="${1:-}"
 # chromium + chromium-driver: the panel's tests drive a real browser (selenium, headless).
 # golang-go: builds content-sync (appliancekit/content/program), a static Go program, for
-# every board; openssh-client's ssh-keygen signs the content tests' commits.
+# every board, and the monitoring agent (appliancekit/monitoring/agent) for images with
+# [monitoring]; openssh-client's ssh-keygen signs the content tests' commits; s6: the
+# monitoring agent's test runs it against a real s6-supervise on the host.
 # nix-bin: Debian 12's is Nix 2.8, which the tests use to parse and evaluate rendered flakes.
 # It cannot build them (nixpkgs needs Nix >= 2.18): see appliancekit/nixos/nixversion.py.
 packages=(
@@ -18,7 +20,7 @@ packages=(
   device-tree-compiler busybox-static minisign
   pdns-server pdns-backend-sqlite3 sqlite3
   chromium chromium-driver
-  golang-go openssh-client
+  golang-go openssh-client s6
 )
 if [ "$extra" = bench ]; then
   packages+=(mmdebstrap qemu-user-static binfmt-support arch-test)

@@ -28,6 +28,7 @@ _ARGS = """
     util-linux = "pkgs.util-linux";
     garage = "pkgs.garage";
     peertube = "pkgs.peertube";
+    nmap = "pkgs.nmap";
     runCommand = name: env: script: "pkgs.runCommand:${name}";
     buildUBoot = args: "pkgs.buildUBoot:${args.defconfig}";
   };

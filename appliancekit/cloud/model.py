@@ -26,6 +26,12 @@ rejected, and every error is one line with file:line and the field. Format::
     settings = { users = "..." }     # recipe settings: per-device ones go on the card,
                                      # the others into the image build
 
+    [monitoring]                     # optional: every member exports its metrics (the
+    scrape_interval = "15s"          # node-exporter and agent of appliancekit.monitoring);
+    alert_after = "2m"               # a member with role = "monitoring" (recipe
+    control = false                  # monitoring) scrapes them all and alerts. control:
+                                     # the agents also take services down/up (a token)
+
 What a role fills in for the member (its recipe must declare those settings) is in
 `appliancekit.cloud.roles`; the records each role publishes are in
 `appliancekit.cloud.records`.
@@ -51,6 +57,7 @@ from appliancekit.tomlsource import (
     KeyPath,
     TomlSource,
     array_of_tables,
+    boolean,
     check_table,
     choice,
     did_you_mean,
@@ -73,6 +80,7 @@ class Role(StrEnum):
     WEB = "web"
     MAIL = "mail"
     MATRIX = "matrix"
+    MONITORING = "monitoring"
     NONE = "none"
 
 
@@ -112,6 +120,16 @@ class Member:
 
 
 @dataclass(frozen=True)
+class CloudMonitoring:
+    """The cloud's [monitoring]: every member exports metrics; the monitoring member
+    scrapes them."""
+
+    scrape_interval: str = "15s"
+    alert_after: str = "2m"
+    control: bool = False  # the agents accept the control token (services down/up/kill)
+
+
+@dataclass(frozen=True)
 class Cloud:
     name: str
     source_file: Path
@@ -126,6 +144,7 @@ class Cloud:
     dmarc: str = "p=quarantine"
     mta_sts_mode: MtaStsMode = MtaStsMode.TESTING
     caa: tuple[str, ...] = ("letsencrypt.org",)
+    monitoring: CloudMonitoring | None = None
     _lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def member(self, name: str) -> Member:
@@ -156,6 +175,15 @@ class Cloud:
             "network": str(self.network),
             "network6": str(self.network6) if self.network6 else None,
             "members": [m.to_json() for m in self.members],
+            "monitoring": (
+                {
+                    "scrape_interval": self.monitoring.scrape_interval,
+                    "alert_after": self.monitoring.alert_after,
+                    "control": self.monitoring.control,
+                }
+                if self.monitoring
+                else None
+            ),
         }
 
 
@@ -259,9 +287,17 @@ MEMBER_FIELDS = (
     Field("settings", _setting_values(), default=()),
 )
 
+_DURATION = string(pattern=r"[1-9][0-9]*(ms|s|m|h|d)", hint='a Prometheus duration, e.g. "15s"')
+MONITORING_FIELDS = (
+    Field("scrape_interval", _DURATION, default="15s"),
+    Field("alert_after", _DURATION, default="2m"),
+    Field("control", boolean(), default=False),
+)
+
 TOP_FIELDS = (
     Field("cloud", table(CLOUD_FIELDS), required=True),
     Field("member", array_of_tables(MEMBER_FIELDS), required=True),
+    Field("monitoring", table(MONITORING_FIELDS), default=None),
 )
 
 
@@ -334,6 +370,13 @@ def load_cloud(path: Path, project: Project) -> Cloud:
             )
         recipe = recipe_cache.get(raw["recipe"]) or find_recipe(raw["recipe"], project.recipes_dir)
         recipe_cache[recipe.name] = recipe
+        if top["monitoring"] is not None and recipe.backend == "debian":
+            from appliancekit.monitoring import augment
+
+            try:
+                recipe = augment(recipe)
+            except UserError as exc:
+                src.fail(("monitoring",), f"member {raw['name']!r}: {exc.message}")
         board = board_cache.get(raw["board"]) or find_board(raw["board"], project.boards_dir)
         board_cache[board.name] = board
         if recipe.backend != "debian":
@@ -407,6 +450,11 @@ def load_cloud(path: Path, project: Project) -> Cloud:
                 f"role {member.role.value!r} is already member {other!r}'s; a cloud has one of each",
             )
         roles[member.role] = index
+    if Role.MONITORING in roles and top["monitoring"] is None:
+        src.fail(
+            ("member", roles[Role.MONITORING], "role"),
+            "a monitoring member scrapes the members' agents: turn them on with [monitoring]",
+        )
     if Role.DNS not in roles:
         src.fail(
             ("cloud",),
@@ -426,6 +474,7 @@ def load_cloud(path: Path, project: Project) -> Cloud:
         dmarc=head["dmarc"],
         mta_sts_mode=head["mta_sts_mode"],
         caa=head["caa"],
+        monitoring=CloudMonitoring(**top["monitoring"]) if top["monitoring"] else None,
     )
     return cloud
 

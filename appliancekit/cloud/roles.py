@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Mapping, Sequence
 
-from appliancekit.cloud.model import Cloud, Member, Role
+from appliancekit.cloud.model import Cloud, CloudMonitoring, Member, Role
 from appliancekit.cloud.secrets import CloudSecrets
+from appliancekit.monitoring import CONTROL_TOKEN_SETTING, TOKEN_SETTING
 from appliancekit.tomlsource import TomlSource
 
 Value = Callable[[Cloud, Member, CloudSecrets], str]
@@ -41,9 +42,38 @@ ROLE_SETTINGS: Mapping[Role, Mapping[str, Value]] = {
     Role.MATRIX: {
         "server_name": lambda cloud, member, secrets: cloud.domain,
     },
+    Role.MONITORING: {
+        "targets": lambda cloud, member, secrets: scrape_targets(cloud),
+        "scrape_token": lambda cloud, member, secrets: secrets.monitoring_token,
+        "scrape_interval": lambda cloud, member, secrets: _monitoring(cloud).scrape_interval,
+        "alert_after": lambda cloud, member, secrets: _monitoring(cloud).alert_after,
+    },
     Role.WEB: {},
     Role.NONE: {},
 }
+
+
+def _monitoring(cloud: Cloud) -> CloudMonitoring:
+    return cloud.monitoring or CloudMonitoring()
+
+
+def scrape_targets(cloud: Cloud) -> str:
+    """The monitoring member's `targets`: NAME=ADDRESS:PORT of every member's agent."""
+    return " ".join(
+        f"{m.name}={m.address}:{m.recipe.monitoring.port}"
+        for m in cloud.members
+        if m.recipe.monitoring is not None
+    )
+
+
+def monitoring_settings(cloud: Cloud, member: Member, secrets: CloudSecrets) -> dict[str, str]:
+    """The agent's tokens on every member of a cloud with [monitoring]."""
+    if cloud.monitoring is None or member.recipe.monitoring is None:
+        return {}
+    values = {TOKEN_SETTING: secrets.monitoring_token}
+    if cloud.monitoring.control:
+        values[CONTROL_TOKEN_SETTING] = secrets.monitoring_control_token
+    return values
 
 
 def check_roles(members: Sequence[Member], src: TomlSource) -> None:
@@ -75,6 +105,7 @@ def member_settings(
         values[NET_GATEWAY] = str(cloud.gateway)
     for name, value in ROLE_SETTINGS[member.role].items():
         values[name] = value(cloud, member, secrets)
+    values.update(monitoring_settings(cloud, member, secrets))
     values.update(member.settings)
     return values
 

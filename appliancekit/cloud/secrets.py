@@ -8,6 +8,7 @@ per-device secrets. They never reach logs or `--json` output.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets as random
@@ -25,6 +26,9 @@ SECRETS_FILE = "secrets.json"
 class CloudSecrets:
     pdns_api_key: str
     dkim_key_pem: str  # RSA 2048, PKCS#8 PEM
+    # the monitoring agents' bearer tokens: scraping, and (if the cloud allows) control
+    monitoring_token: str = ""
+    monitoring_control_token: str = ""
 
     def __repr__(self) -> str:  # never print the values
         return "CloudSecrets(<hidden>)"
@@ -62,17 +66,37 @@ def load_or_create(state_dir: Path) -> CloudSecrets:
     if path.exists():
         try:
             data = json.loads(path.read_text())
-            return CloudSecrets(data["pdns_api_key"], data["dkim_key_pem"])
-        except (ValueError, KeyError, TypeError) as exc:
+            made = CloudSecrets(
+                data["pdns_api_key"],
+                data["dkim_key_pem"],
+                data.get("monitoring_token", ""),
+                data.get("monitoring_control_token", ""),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UserError(
                 f"not a cloud secrets file ({exc}); remove it to make new secrets", file=path
             ) from None
-    state_dir.mkdir(parents=True, exist_ok=True)
-    made = CloudSecrets(pdns_api_key=random.token_urlsafe(32), dkim_key_pem=generate_dkim_key())
+        if made.monitoring_token and made.monitoring_control_token:
+            return made
+        # made before monitoring existed: add its tokens, keep the rest
+        made = CloudSecrets(
+            made.pdns_api_key,
+            made.dkim_key_pem,
+            made.monitoring_token or random.token_urlsafe(32),
+            made.monitoring_control_token or random.token_urlsafe(32),
+        )
+    else:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        made = CloudSecrets(
+            pdns_api_key=random.token_urlsafe(32),
+            dkim_key_pem=generate_dkim_key(),
+            monitoring_token=random.token_urlsafe(32),
+            monitoring_control_token=random.token_urlsafe(32),
+        )
     fd, tmp = tempfile.mkstemp(prefix=".secrets.", dir=state_dir)
     try:
         with os.fdopen(fd, "w") as out:
-            json.dump({"pdns_api_key": made.pdns_api_key, "dkim_key_pem": made.dkim_key_pem}, out)
+            json.dump(dataclasses.asdict(made), out)
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:

@@ -1,14 +1,21 @@
-"""`appliancekit audit IMAGE_DIR`: static compliance checks on a sealed image."""
+"""`appliancekit audit IMAGE_DIR`: compliance checks on a sealed image, static or (--boot)
+from a boot."""
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from appliancekit.commands._common import handle_errors, json_option
+from appliancekit.commands._common import handle_errors, json_option, reporter_from
 from appliancekit.errors import UserError
+from appliancekit.output import Reporter
+
+if TYPE_CHECKING:
+    from appliancekit.audit import AuditReport
 
 
 @click.command("audit")
@@ -21,18 +28,42 @@ from appliancekit.errors import UserError
 @click.option(
     "--check", "only", multiple=True, help="Run only this check (repeatable); default: all."
 )
+@click.option(
+    "--boot",
+    is_flag=True,
+    help="The runtime checks instead: boot the image under QEMU with the scanner appliance "
+    "on one network and check that the TCP ports answering are exactly the declared ones.",
+)
+@click.option(
+    "--timeout", type=float, default=900.0, show_default=True, help="--boot: seconds allowed."
+)
 @json_option
+@click.pass_context
 @handle_errors
 def audit_command(
-    image_dir: Path, junit: Path | None, only: tuple[str, ...], json_mode: bool
+    ctx: click.Context,
+    image_dir: Path,
+    junit: Path | None,
+    only: tuple[str, ...],
+    boot: bool,
+    timeout: float,
+    json_mode: bool,
 ) -> None:
     """Check a sealed image: verity, no shell or login, no setuid or world-writable files,
     services as their declared users, only declared ports, every package recorded.
 
+    With --boot: from a boot, nothing answers on an undeclared port and every declared
+    port answers (nmap, from the scanner appliance on the image's network).
+
     Exits 0 when every check passes, 1 when one fails."""
     from appliancekit.audit import run_audit, to_json, to_junit, to_text
 
-    report = run_audit(image_dir, only=only)
+    if boot:
+        if only:
+            raise UserError("--check selects static checks; --boot runs the runtime ones")
+        report = _boot_audit(image_dir, timeout, reporter_from(ctx, json_mode))
+    else:
+        report = run_audit(image_dir, only=only)
     if junit is not None:
         try:
             junit.write_text(to_junit(report))
@@ -41,6 +72,30 @@ def audit_command(
     click.echo(to_json(report) if json_mode else to_text(report), nl=False)
     if not report.passed:
         sys.exit(1)
+
+
+def _boot_audit(image_dir: Path, timeout: float, reporter: Reporter) -> AuditReport:
+    from appliancekit.audit.runtime import SCANNER_BOARD, SCANNER_RECIPE, audit_boot
+    from appliancekit.board import find_board
+    from appliancekit.commands.build import make_plan, run_build
+    from appliancekit.manifest import load_manifest
+    from appliancekit.project import find_project
+
+    manifest = load_manifest(image_dir)
+    project = find_project()
+    board = find_board(manifest.board, project.boards_dir)
+    scanner = run_build(make_plan(SCANNER_RECIPE, SCANNER_BOARD, (), None), reporter)
+    with tempfile.TemporaryDirectory(prefix="ak-audit-boot-") as work:
+        return audit_boot(
+            image_dir,
+            manifest,
+            board,
+            scanner.output_dir,
+            scanner.manifest,
+            find_board(SCANNER_BOARD, project.boards_dir),
+            Path(work),
+            timeout=timeout,
+        )
 
 
 COMMANDS = [audit_command]

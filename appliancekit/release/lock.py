@@ -17,6 +17,7 @@ from appliancekit.board import Board
 from appliancekit.build import resolve_recipe_sources
 from appliancekit.cache import Cache
 from appliancekit.errors import UserError
+from appliancekit.monitoring import augment as with_monitoring
 from appliancekit.output import Reporter
 from appliancekit.recipe import Recipe
 from appliancekit.sources import pypi
@@ -112,7 +113,8 @@ def resolve_lock(
     recorders = [target]
     try:
         for board in boards:
-            resolve_recipe_sources(recipe, board, target)
+            # with monitoring: a cloud may turn it on for any recipe's members
+            resolve_recipe_sources(with_monitoring(recipe), board, target)
     except UserError as exc:
         missing = _UNAVAILABLE.findall(str(exc))
         if not missing:

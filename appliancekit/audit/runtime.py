@@ -1,0 +1,206 @@
+"""Runtime audit: from a boot, the TCP ports that answer on an appliance's network are
+exactly its declared ports.
+
+Scanned from inside that network, not through QEMU's forwards (which would only show what
+is forwarded): the scanner appliance (recipes/scanner, nmap, built by appliancekit like any
+other) joins the machines' `Lan` once they answer their probes, scans every TCP port of
+each target once and prints nmap's grepable report on its console, which is read here.
+`appliancekit audit --boot IMAGE_DIR` boots one image this way; a cloud's members are
+scanned the same way by `scan_members` (tests/test_monitoring_cloud.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliancekit.audit.registry import AuditReport, CheckResult
+from appliancekit.board import Board
+from appliancekit.boottest import probes_from_manifest, qemu_config
+from appliancekit.cloud.network import Cluster, Lan
+from appliancekit.errors import ToolError
+from appliancekit.flash import read_device_settings, write_device_settings
+from appliancekit.manifest import Manifest
+from appliancekit.probes import forward_map, forwards_for, wait_for_probes
+from appliancekit.qemu import BootError
+from appliancekit.recipe import ProbePhase
+
+SCANNER_RECIPE = "scanner"
+SCANNER_BOARD = "qemu-virt-arm64"
+SCAN_DONE = re.compile(r"# Nmap done at [^\n]*\n")
+CHECK_TITLE = "the TCP ports answering on its network are exactly the declared ports"
+# The network `audit --boot` puts one image and the scanner on (NIC 2 of each).
+AUDIT_NETWORK = ipaddress.IPv4Network("10.99.0.0/24")
+_HOST = re.compile(r"^Host: (\S+) \([^)]*\)\t(.*)$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """An appliance under audit: where it is on the network and what it declares."""
+
+    name: str
+    address: str
+    declared: frozenset[int]
+
+
+def declared_ports(manifest: Manifest) -> frozenset[int]:
+    """The image's declared TCP ports (its recipe's and its probes'), except ports only a
+    `closed` probe names (that probe checks nothing answers there)."""
+    closed = {int(p["port"]) for p in manifest.probes if p.get("kind") == "closed"}
+    probed = {int(p["port"]) for p in manifest.probes if p.get("kind") != "closed"}
+    return frozenset(p for p in manifest.ports if p not in closed or p in probed)
+
+
+def parse_grepable(text: str) -> dict[str, frozenset[int]]:
+    """address -> open TCP ports, from `nmap -oG` output (other console lines are ignored).
+
+    A host whose every port is closed has a line without Ports: it maps to no ports."""
+    found: dict[str, set[int]] = {}
+    for line in text.splitlines():
+        match = _HOST.match(line.strip("\r"))
+        if match is None:
+            continue
+        ports = found.setdefault(match[1], set())
+        for field in match[2].split("\t"):
+            if not field.startswith("Ports: "):
+                continue
+            for entry in field[len("Ports: ") :].split(", "):
+                number, state, protocol = (entry.split("/") + ["", "", ""])[:3]
+                if state == "open" and protocol == "tcp" and number.isdigit():
+                    ports.add(int(number))
+    return {address: frozenset(ports) for address, ports in found.items()}
+
+
+def scan_results(
+    targets: Sequence[Target], scanned: Mapping[str, frozenset[int]], seconds: float = 0.0
+) -> list[CheckResult]:
+    """One check per target: what answered against what it declares."""
+    results = []
+    for target in targets:
+        findings = []
+        if target.address not in scanned:
+            findings.append(f"the scan did not reach {target.address}")
+        else:
+            answering = scanned[target.address]
+            for port in sorted(answering - target.declared):
+                findings.append(f"port {port}/tcp answers on {target.address} but is not declared")
+            for port in sorted(target.declared - answering):
+                findings.append(f"declared port {port}/tcp does not answer on {target.address}")
+        results.append(
+            CheckResult(
+                f"listening-ports[{target.name}]",
+                CHECK_TITLE,
+                "failed" if findings else "passed",
+                tuple(findings),
+                seconds,
+            )
+        )
+    return results
+
+
+def scanner_card(
+    image_dir: Path, manifest: Manifest, workdir: Path, addresses: Sequence[str], own: str
+) -> Path:
+    """A copy of the scanner's image whose settings name the targets and its own address
+    on the network (its second NIC)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    card = workdir / "scanner.img"
+    subprocess.run(
+        ["cp", "--sparse=always", str(image_dir / manifest.disk.path), str(card)], check=True
+    )
+    write_device_settings(
+        card,
+        manifest,
+        {
+            "hostname": "scanner",
+            "targets": " ".join(addresses),
+            "net_address": own,
+            "net_interface": "2",
+        },
+    )
+    return card
+
+
+def scan(
+    cluster: Cluster,
+    scanner_dir: Path,
+    scanner_manifest: Manifest,
+    scanner_board: Board,
+    addresses: Sequence[str],
+    own: str,
+    timeout: float,
+) -> dict[str, frozenset[int]]:
+    """Boot the scanner on the cluster's network, wait for its report, parse it."""
+    workdir = cluster.workdir / "scanner"
+    card = scanner_card(scanner_dir, scanner_manifest, workdir, addresses, own)
+    config = qemu_config(scanner_board, card, scanner_manifest, workdir, (), snapshot=False)
+    machine = cluster.add("scanner", config)
+    machine.start()
+    machine.wait_for_serial(SCAN_DONE, timeout)
+    return parse_grepable(machine.serial_text())
+
+
+def audit_boot(
+    image_dir: Path,
+    manifest: Manifest,
+    board: Board,
+    scanner_dir: Path,
+    scanner_manifest: Manifest,
+    scanner_board: Board,
+    workdir: Path,
+    *,
+    timeout: float = 900.0,
+) -> AuditReport:
+    """Boot the image on its own network with the scanner, once it answers its probes."""
+    started = time.monotonic()
+    workdir.mkdir(parents=True, exist_ok=True)
+    card = workdir / "disk.img"
+    subprocess.run(
+        ["cp", "--sparse=always", str(image_dir / manifest.disk.path), str(card)], check=True
+    )
+    hosts = AUDIT_NETWORK.hosts()
+    own, scanner_address = str(next(hosts)), str(next(hosts))
+    settings = {
+        **(manifest.extra.get("test_settings") or {}),
+        **(read_device_settings(card, manifest) or {}),
+        "net_address": f"{own}/{AUDIT_NETWORK.prefixlen}",
+        "net_interface": "2",
+    }
+    write_device_settings(card, manifest, settings)
+    probes = [
+        p
+        for p in probes_from_manifest(manifest, {**manifest.settings, **settings})
+        if p.phase != ProbePhase.REBOOT
+    ]
+    forwards = forwards_for(probes, manifest.ports)
+    target = Target(manifest.recipe, own, declared_ports(manifest))
+    with Cluster(Lan.new(), workdir) as cluster:
+        (workdir / "vm").mkdir(exist_ok=True)
+        machine = cluster.add(
+            manifest.name, qemu_config(board, card, manifest, workdir / "vm", forwards)
+        )
+        machine.start()
+        answers = wait_for_probes(probes, forward_map(forwards), timeout, machine)
+        failed = [r for r in answers if not r.ok]
+        if failed:
+            detail = "; ".join(f"{r.name}: {r.detail}" for r in failed)
+            raise ToolError(f"{manifest.name} did not answer its probes, nothing to scan: {detail}")
+        try:
+            scanned = scan(
+                cluster,
+                scanner_dir,
+                scanner_manifest,
+                scanner_board,
+                [own],
+                f"{scanner_address}/{AUDIT_NETWORK.prefixlen}",
+                timeout,
+            )
+        except BootError as exc:
+            raise ToolError(f"the scanner did not finish: {exc.message}") from None
+    results = scan_results([target], scanned, time.monotonic() - started)
+    return AuditReport(str(image_dir), tuple(results))

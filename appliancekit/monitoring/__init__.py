@@ -1,0 +1,154 @@
+"""Monitoring, opted into by a recipe (`[monitoring]` in recipe.toml) or by a whole cloud
+(`[monitoring]` in the cloud file): what it adds to an appliance.
+
+An appliance with monitoring runs two more s6 services:
+
+- `node-exporter`: Debian's prometheus-node-exporter, as its own user, listening on loopback
+  only (EXPORTER_LISTEN), with its textfile collector reading METRICS_DIR;
+- `ak-monitor`: the agent (appliancekit/monitoring/agent, Go, static, no shell), the only
+  monitoring listener reachable from outside: on the declared port (9100 unless the recipe
+  says otherwise), behind the per-device bearer token `monitoring_token`, it serves
+  node-exporter's metrics followed by each s6 service's supervision state. With the
+  per-device `monitoring_control_token` set (off by default) it also takes a service down,
+  up, or kills it (s6-supervise's control fifo): what an administrator does without a shell.
+
+The agent runs as root: s6-supervise keeps its status files and control fifos root-only.
+
+Metrics other services export (the names the alert rules of the `monitoring` recipe read)
+go into METRICS_DIR as NAME.prom files, node-exporter textfile format, written to a temporary
+name and renamed: see METRIC_NAMES and docs/architecture.md, "Monitoring".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from appliancekit.errors import UserError
+from appliancekit.recipe import GeneratedFile, MonitoringSection, Recipe, Service, Setting, User
+from appliancekit.settings_kinds import SettingKind
+
+PACKAGES = ("prometheus-node-exporter",)
+AGENT = "/usr/lib/appliancekit/ak-monitor"
+EXPORTER = "/usr/bin/prometheus-node-exporter"
+DEFAULT_PORT = 9100
+EXPORTER_LISTEN = "127.0.0.1:9110"
+METRICS_DIR = "/run/appliancekit/metrics"
+TOKEN_FILE = "/etc/appliancekit/monitoring/token"
+CONTROL_TOKEN_FILE = "/etc/appliancekit/monitoring/control-token"
+TOKEN_SETTING = "monitoring_token"
+CONTROL_TOKEN_SETTING = "monitoring_control_token"
+EXPORTER_USER = User("node-exporter", 64910, 64910)
+AGENT_SERVICE = "ak-monitor"
+EXPORTER_SERVICE = "node-exporter"
+AGENT_ROOT_REASON = (
+    "reads s6-supervise's status files and writes its control fifos, which s6 keeps root-only"
+)
+
+# What an appliance exports and the alert rules read. The supervision state comes from the
+# agent; the certificate and backup state from the services that renew certificates and take
+# backups, as NAME.prom files in METRICS_DIR (one sample per certificate / backup target).
+METRIC_NAMES = {
+    "appliancekit_service_up": "gauge{service}: 1 while the s6 service runs",
+    "appliancekit_service_wanted_up": "gauge{service}: 0 when taken down on purpose",
+    "appliancekit_service_restarts_total": "counter{service}: starts after the first one",
+    "appliancekit_service_state_seconds": "gauge{service}: seconds since it started/stopped",
+    "appliancekit_certificate_expiry_timestamp_seconds": (
+        "gauge{certificate}: notAfter of each certificate a service serves (Unix time)"
+    ),
+    "appliancekit_backup_last_success_timestamp_seconds": (
+        "gauge{target}: end of the last successful backup of /data (Unix time)"
+    ),
+}
+
+
+def enabled(recipe: Recipe) -> bool:
+    return recipe.monitoring is not None
+
+
+def _settings() -> tuple[Setting, ...]:
+    return (
+        Setting(
+            TOKEN_SETTING,
+            SettingKind.SECRET,
+            None,
+            "Bearer token Prometheus sends to scrape this device's metrics (without one "
+            "the metrics are refused)",
+            per_device=True,
+        ),
+        Setting(
+            CONTROL_TOKEN_SETTING,
+            SettingKind.SECRET,
+            None,
+            "Bearer token that may take services down, up or kill them through the "
+            "monitoring agent (unset: no control)",
+            per_device=True,
+        ),
+    )
+
+
+def augment(recipe: Recipe, spec: MonitoringSection | None = None) -> Recipe:
+    """`recipe` with monitoring: its users, services, settings, files and port added.
+
+    Already monitored: returned unchanged (a cloud's [monitoring] on a recipe that opts in)."""
+    if enabled(recipe):
+        return recipe
+    spec = spec or MonitoringSection(DEFAULT_PORT)
+
+    def clash(message: str) -> UserError:
+        return UserError(
+            f"[monitoring] cannot be added: {message}", file=recipe.source_file, field="monitoring"
+        )
+
+    if spec.port in recipe.ports or spec.port == int(EXPORTER_LISTEN.rsplit(":", 1)[1]):
+        raise clash(f"port {spec.port} is already the recipe's; give [monitoring] port = another")
+    for user in recipe.users:
+        if user.name == EXPORTER_USER.name or user.uid == EXPORTER_USER.uid:
+            raise clash(f"user {user.name} (uid {user.uid}) is reserved for node-exporter")
+    for service in recipe.services:
+        if service.name in (AGENT_SERVICE, EXPORTER_SERVICE):
+            raise clash(f"service name {service.name!r} is reserved for monitoring")
+    names = {s.name for s in recipe.settings}
+    for setting in _settings():
+        if setting.name in names:
+            raise clash(f"setting {setting.name!r} is reserved for monitoring")
+    paths = {f.path for f in recipe.files}
+    for path in (TOKEN_FILE, CONTROL_TOKEN_FILE):
+        if path in paths:
+            raise clash(f"file {path} is reserved for monitoring")
+    services = (
+        Service(
+            EXPORTER_SERVICE,
+            (
+                EXPORTER,
+                f"--web.listen-address={EXPORTER_LISTEN}",
+                f"--collector.textfile.directory={METRICS_DIR}",
+            ),
+            user=EXPORTER_USER.name,
+        ),
+        Service(
+            AGENT_SERVICE,
+            (
+                AGENT,
+                f"-listen=:{spec.port}",
+                f"-upstream=http://{EXPORTER_LISTEN}/metrics",
+                "-scan-dir=/run/service",
+                f"-token-file={TOKEN_FILE}",
+                f"-control-token-file={CONTROL_TOKEN_FILE}",
+                f"-metrics-dir={METRICS_DIR}",
+            ),
+            root_reason=AGENT_ROOT_REASON,
+        ),
+    )
+    files = tuple(
+        GeneratedFile(path, content=f"{{{{ settings.{name} }}}}\n", mode=0o600)
+        for path, name in ((TOKEN_FILE, TOKEN_SETTING), (CONTROL_TOKEN_FILE, CONTROL_TOKEN_SETTING))
+    )
+    return dataclasses.replace(
+        recipe,
+        users=(*recipe.users, EXPORTER_USER),
+        services=(*recipe.services, *services),
+        settings=(*recipe.settings, *_settings()),
+        files=(*recipe.files, *files),
+        ports=tuple(sorted({*recipe.ports, spec.port})),
+        monitoring=spec,
+    )

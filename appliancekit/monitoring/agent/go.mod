@@ -1,0 +1,3 @@
+module appliancekit/monitoring/agent
+
+go 1.19

@@ -1,0 +1,263 @@
+"""One boot of a small monitored cloud goes through the monitoring and runtime-audit
+scenarios: a DNS member and the monitoring member (Prometheus), both with [monitoring], and
+the scanner appliance joining their network once they answer.
+
+- every scrape target is up; the agent refuses a scrape without the token;
+- pdns, killed on the DNS member through its agent (SIGTERM, kept down: there is no shell to
+  kill it with), shows as down and ServiceDown fires; killed four times while wanted up,
+  ServiceRestarting fires; the DNS member's QEMU killed, MemberDown fires;
+- the DNS member's data partition, filled by the test before its boot (a filesystem holding
+  a ballast file), raises DataPartitionFull, and the monitoring member's does not;
+- the runtime audit: the DNS member is built from a copy of the dns recipe that does not
+  declare port 8081 (PowerDNS's API, which it opens): the scan finds 8081 answering and the
+  check fails; the monitoring member's check passes (9090 and the agent's 9100, nothing else).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+from appliancekit.audit.runtime import Target, declared_ports, scan, scan_results
+from appliancekit.board import find_board
+from appliancekit.build import BuildPlan, BuildResult, build
+from appliancekit.cache import Cache, default_cache_dir
+from appliancekit.cloud.boot import HANDOVER, boot_cloud, build_members, make_cards
+from appliancekit.cloud.model import Member, load_cloud
+from appliancekit.cloud.secrets import load_or_create
+from appliancekit.output import Reporter
+from appliancekit.project import Project
+from appliancekit.recipe import resolve_settings
+
+from .conftest import PROJECT, ApplianceCache
+
+pytestmark = pytest.mark.slow
+
+CLOUD = """[cloud]
+domain = "example.net"
+network = "10.9.0.0/24"
+
+[monitoring]
+scrape_interval = "5s"
+alert_after = "10s"
+control = true
+
+[[member]]
+name = "ns"
+recipe = "dns"
+board = "qemu-virt-arm64"
+role = "dns"
+address = "10.9.0.2"
+
+[[member]]
+name = "mon"
+recipe = "monitoring"
+board = "qemu-virt-arm64"
+role = "monitoring"
+address = "10.9.0.3"
+"""
+
+
+def leaky_project(root: Path) -> Project:
+    """The shipped recipes and boards, except dns: a copy that leaves port 8081 undeclared
+    (and the probe that names it), while PowerDNS still serves its API there."""
+    (root / "recipes").mkdir(parents=True)
+    (root / "boards").symlink_to(PROJECT.boards_dir)
+    (root / "clouds").mkdir()
+    for recipe in PROJECT.recipes_dir.iterdir():
+        if recipe.name != "dns":
+            (root / "recipes" / recipe.name).symlink_to(recipe)
+    dns = root / "recipes" / "dns"
+    shutil.copytree(PROJECT.recipes_dir / "dns", dns)
+    text = (dns / "recipe.toml").read_text()
+    assert "ports = [53, 8081]" in text
+    head, _probes = text.split("[[probe]]", 1)
+    (dns / "recipe.toml").write_text(head.replace("ports = [53, 8081]", "ports = [53]"))
+    (root / "clouds" / "ops.toml").write_text(CLOUD)
+    return Project(root)
+
+
+def fill_data_partition(card: Path, data_offset: int, data_size: int, work: Path) -> None:
+    """An ext4 data filesystem (label ak-data, as the first boot makes one) that a ballast
+    file fills to ~95 %; the initramfs finds it and keeps it. Random bytes: mke2fs -d skips
+    zero blocks."""
+    ballast = work / "ballast"
+    ballast.mkdir(parents=True)
+    with open(ballast / "ballast", "wb") as out:
+        left = int(data_size * 0.80)  # plus ext4's journal and reserved blocks: > 90 % used
+        while left > 0:
+            chunk = min(left, 1 << 20)
+            out.write(os.urandom(chunk))
+            left -= chunk
+    image = work / "data.img"
+    with open(image, "wb") as out:
+        out.truncate(data_size)
+    subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-L", "ak-data", "-d", str(ballast), str(image)], check=True
+    )
+    subprocess.run(
+        ["dd", f"if={image}", f"of={card}", "bs=1M", f"seek={data_offset}", "oflag=seek_bytes",
+         "conv=notrunc,sparse", "status=none"],
+        check=True,
+    )  # fmt: skip
+
+
+def http(
+    url: str, *, token: str | None = None, method: str = "GET", timeout: float = 30
+) -> tuple[int, str]:
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float, log: list[str]) -> object:
+    """Retry `check` until it returns something true; the time it took goes into `log`."""
+    start = time.monotonic()
+    last: object = None
+    while time.monotonic() - start < timeout:
+        try:
+            last = check()
+        except (OSError, ValueError, KeyError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            log.append(f"{what}: {time.monotonic() - start:.0f}s")
+            return last
+        time.sleep(3)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
+
+
+@pytest.mark.timeout(3600)
+def test_monitored_cloud(appliances: ApplianceCache, session_images: Path, tmp_path: Path) -> None:
+    started = time.monotonic()
+    project = leaky_project(tmp_path / "project")
+    cloud = load_cloud(project.clouds_dir / "ops.toml", project)
+    secrets = load_or_create(tmp_path / "state")
+    cache = Cache(default_cache_dir())
+    images = session_images / "ops"
+
+    def builder(member: Member, settings: Mapping[str, str]) -> BuildResult:
+        plan = BuildPlan(
+            member.recipe, member.board, resolve_settings(member.recipe, dict(settings)), images
+        )
+        return build(plan, cache, Reporter())
+
+    builds = build_members(cloud, secrets, builder)
+    scanner = appliances.build("scanner", "qemu-virt-arm64")
+    cards = make_cards(cloud, secrets, builds, tmp_path / "cards")
+    ns_data = cards["ns"].manifest.disk.by_role("data")
+    assert ns_data is not None
+    fill_data_partition(cards["ns"].disk, ns_data.offset, ns_data.size, tmp_path / "fill")
+    os.truncate(cards["mon"].disk, 512 << 20)  # room for Prometheus's data (grown at boot)
+    log: list[str] = []
+    with boot_cloud(cloud, cards, tmp_path / "run") as booted:
+        booted.cluster.wait_for_serial(HANDOVER, 900)
+        ns, mon = booted.members["ns"], booted.members["mon"]
+        prom = f"http://127.0.0.1:{mon.host_port(9090)}"
+        agent = f"http://127.0.0.1:{ns.host_port(9100)}"
+
+        def api(path: str) -> dict:  # type: ignore[type-arg]
+            status, body = http(prom + path)
+            assert status == 200, (status, body)
+            return json.loads(body)["data"]
+
+        def targets_up() -> bool:
+            active = api("/api/v1/targets")["activeTargets"]
+            health = {t["labels"]["member"]: t["health"] for t in active}
+            return health == {"ns": "up", "mon": "up"}
+
+        def firing(name: str, **labels: str) -> list[dict]:  # type: ignore[type-arg]
+            return [
+                a
+                for a in api("/api/v1/alerts")["alerts"]
+                if a["labels"]["alertname"] == name
+                and a["state"] == "firing"
+                and all(a["labels"].get(k) == v for k, v in labels.items())
+            ]
+
+        def value(query: str) -> float | None:
+            result = api(f"/api/v1/query?query={urllib.request.quote(query)}")["result"]
+            return float(result[0]["value"][1]) if result else None
+
+        try:
+            wait_for("every target up", targets_up, 1200, log)
+            assert http(agent + "/metrics")[0] == 401
+            assert http(agent + "/metrics", token="wrong")[0] == 401
+            status, metrics = http(agent + "/metrics", token=secrets.monitoring_token)
+            assert status == 200
+            assert 'appliancekit_service_up{service="pdns"} 1' in metrics
+            assert 'node_filesystem_avail_bytes{device="/dev/vda4"' in metrics
+            pdns = 'appliancekit_service_up{member="ns",service="pdns"}'
+            assert value(pdns) == 1.0
+            # control needs the control token, not the scrape token
+            down = agent + "/v1/services/pdns/down"
+            assert http(down, token=secrets.monitoring_token, method="POST")[0] == 401
+            assert http(down, token=secrets.monitoring_control_token, method="POST")[0] == 200
+
+            # the runtime audit, while the alerts wait out alert_after
+            scanned = scan(
+                booted.cluster,
+                scanner.output_dir,
+                scanner.manifest,
+                find_board("qemu-virt-arm64", PROJECT.boards_dir),
+                ["10.9.0.2", "10.9.0.3"],
+                "10.9.0.250/24",
+                1200,
+            )
+            log.append(f"scan done: {booted.elapsed():.0f}s after the first QEMU start")
+            audit = {
+                r.name: r
+                for r in scan_results(
+                    [
+                        Target("ns", "10.9.0.2", declared_ports(cards["ns"].manifest)),
+                        Target("mon", "10.9.0.3", declared_ports(cards["mon"].manifest)),
+                    ],
+                    scanned,
+                )
+            }
+            assert declared_ports(cards["ns"].manifest) == {53, 9100}
+            assert audit["listening-ports[mon]"].status == "passed", audit
+            assert audit["listening-ports[ns]"].status == "failed"
+            assert audit["listening-ports[ns]"].findings == (
+                "port 8081/tcp answers on 10.9.0.2 but is not declared",
+            )
+
+            wait_for("pdns down", lambda: value(pdns) == 0.0, 300, log)
+            wait_for("ServiceDown fired", lambda: firing("ServiceDown", service="pdns"), 300, log)
+            wait_for("DataPartitionFull fired", lambda: firing("DataPartitionFull"), 300, log)
+            assert {a["labels"]["member"] for a in firing("DataPartitionFull")} == {"ns"}
+
+            control = secrets.monitoring_control_token
+            assert http(agent + "/v1/services/pdns/up", token=control, method="POST")[0] == 200
+            wait_for("pdns up again", lambda: value(pdns) == 1.0, 300, log)
+            for _ in range(4):
+                time.sleep(2)  # s6 starts a service at most once a second
+                kill = agent + "/v1/services/pdns/kill"
+                assert http(kill, token=control, method="POST")[0] == 200
+            wait_for(
+                "ServiceRestarting fired",
+                lambda: firing("ServiceRestarting", member="ns", service="pdns"),
+                300,
+                log,
+            )
+            assert not firing("MemberDown")
+            ns.machine.kill()
+            wait_for("MemberDown fired", lambda: firing("MemberDown", member="ns"), 300, log)
+        finally:
+            print("\n".join(log))
+            for name, machine in booted.cluster:
+                print(f"--- {name}\n{machine.failure_tail(25)}")
+    print(f"monitored cloud test: {time.monotonic() - started:.0f}s in all; " + "; ".join(log))
