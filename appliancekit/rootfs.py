@@ -89,6 +89,7 @@ def build_root(
     tree = package_tree(packages)
     users = {u.name: u for u in (ROOT_USER, *recipe.users, *content_users(recipe))}
     _merged_usr_links(tree)
+    _library_alternatives(tree, board)
     _identity(tree, recipe, users)
     context = template_context(recipe, settings, board, users)
     per_device = generated_files(tree, recipe, context, users)
@@ -209,6 +210,23 @@ def _merged_usr_links(tree: RootTree) -> None:
         if f"/usr/{name}" in tree:
             tree.entries.pop(f"/{name}", None)
             tree.add_symlink(f"/{name}", f"usr/{name}")
+
+
+# Debian's BLAS and LAPACK packages put their library in a subdirectory, and their maintainer
+# script (never run here) links it where ld.so looks, through update-alternatives: nmap's
+# liblinear needs libblas.so.3 that way.
+ALTERNATIVE_LIBRARY_DIRS = ("blas", "lapack")
+
+
+def _library_alternatives(tree: RootTree, board: Board) -> None:
+    libdir = f"/usr/lib/{board.arch.gnu_triplet}"
+    for sub in ALTERNATIVE_LIBRARY_DIRS:
+        prefix = f"{libdir}/{sub}/"
+        for path in sorted(tree.entries):
+            name = path[len(prefix) :]
+            linked = f"{libdir}/{name}"
+            if path.startswith(prefix) and "/" not in name and ".so." in name and linked not in tree:
+                tree.add_symlink(linked, f"{sub}/{name}")
 
 
 def _identity(tree: RootTree, recipe: Recipe, users: Mapping[str, User]) -> None:

@@ -97,6 +97,7 @@ CASES = [
     case("cloud build", "nosuch", needle="nosuch"),
     case("cloud test", "nosuch", needle="nosuch"),
     case("cloud run", "nosuch", needle="nosuch"),
+    case("cloud audit", "nosuch", needle="nosuch"),
     case("cloud list", "--bogus", needle="--bogus"),
     case("cloud dns", "nosuch", needle="nosuch"),
     case("panel", needle="--password-file"),  # no password yet, and no terminal to ask on

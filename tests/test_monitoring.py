@@ -229,3 +229,71 @@ def test_every_lock_serves_the_recipe_with_monitoring(entry: object, tmp_path: P
     source = LockedSource(read_lock(path), path, Cache(tmp_path), board.arch.value)
     names = {p.name for p in resolve_recipe_sources(recipe, board, source).root}
     assert set(monitoring.PACKAGES) <= names
+
+
+GREPABLE = """# Nmap 7.95 scan initiated Mon Nov 30 16:00:00 2026 as: nmap -n -Pn -sT -p- -oG - -iL t
+Host: 10.9.0.2 ()\tStatus: Up
+Host: 10.9.0.2 ()\tPorts: 53/open/tcp//domain///, 8081/open/tcp//blackice-icecap///, 9100/open/tcp//jetdirect///\tIgnored State: closed (65532)
+[   42.1] random kernel line
+Host: 10.9.0.3 ()\tStatus: Up
+Host: 10.9.0.3 ()\tIgnored State: closed (65535)
+# Nmap done at Mon Nov 30 16:01:00 2026 -- 2 IP addresses (2 hosts up) scanned in 60.00 seconds
+"""
+
+
+def test_runtime_audit_compares_answers_with_declarations() -> None:
+    from appliancekit.audit.runtime import Target, parse_grepable, scan_results, scanner_address
+
+    scanned = parse_grepable(GREPABLE)
+    assert scanned == {"10.9.0.2": {53, 8081, 9100}, "10.9.0.3": frozenset()}
+    results = scan_results(
+        [
+            Target("ns", "10.9.0.2", frozenset({53, 9100})),
+            Target("web", "10.9.0.3", frozenset({80})),
+            Target("gone", "10.9.0.4", frozenset({80})),
+            Target("ok", "10.9.0.2", frozenset({53, 8081, 9100})),
+        ],
+        scanned,
+    )
+    assert [(r.name, r.status, r.findings) for r in results] == [
+        (
+            "listening-ports[ns]",
+            "failed",
+            ("port 8081/tcp answers on 10.9.0.2 but is not declared",),
+        ),
+        ("listening-ports[web]", "failed", ("declared port 80/tcp does not answer on 10.9.0.3",)),
+        ("listening-ports[gone]", "failed", ("the scan did not reach 10.9.0.4",)),
+        ("listening-ports[ok]", "passed", ()),
+    ]
+    import ipaddress
+
+    net = ipaddress.IPv4Network("10.9.0.0/29")
+    assert scanner_address(net, ["10.9.0.6"]) == "10.9.0.5/29"
+
+
+def test_declared_ports_leave_out_closed_probes() -> None:
+    from appliancekit.audit.runtime import declared_ports
+    from appliancekit.manifest import Manifest
+
+    manifest = Manifest.__new__(Manifest)
+    object.__setattr__(manifest, "ports", [25, 80, 8080])
+    object.__setattr__(
+        manifest, "probes", [{"kind": "closed", "port": 8080}, {"kind": "http", "port": 80}]
+    )
+    assert declared_ports(manifest) == {25, 80}
+
+
+def test_blas_is_linked_where_the_loader_looks() -> None:
+    """nmap (the scanner) needs libblas.so.3, which Debian links through update-alternatives
+    from a maintainer script that never runs here: the root tree links it itself."""
+    from appliancekit.rootfs import _library_alternatives
+    from appliancekit.tree import RootTree
+
+    tree = RootTree()
+    lib = "/usr/lib/aarch64-linux-gnu"
+    tree.add_file(f"{lib}/blas/libblas.so.3", "elf")
+    tree.add_file(f"{lib}/lapack/liblapack.so.3", "elf")
+    tree.add_file(f"{lib}/liblapack.so.3", "another provider, already linked")
+    _library_alternatives(tree, BOARD)
+    assert tree.resolve(f"{lib}/libblas.so.3")[0] == f"{lib}/blas/libblas.so.3"
+    assert tree.resolve(f"{lib}/liblapack.so.3")[0] == f"{lib}/liblapack.so.3"

@@ -95,6 +95,7 @@ def agent(tmp_path: Path) -> Iterator[str]:
             f"-control-token-file={tmp_path / 'control'}",
             f"-metrics-dir={tmp_path / 'metrics'}",
             "-interval=100ms",
+            "-upstream-interval=200ms",
         ]
     )
     base = f"http://127.0.0.1:{port}"
@@ -137,7 +138,11 @@ def test_agent_exports_s6_state_and_obeys_only_its_tokens(agent: str, tmp_path: 
     assert call(agent + "/metrics", "wrong")[0] == 401
     assert call(agent + "/metrics", CONTROL)[0] == 401
     text = until(agent, "appliancekit_service_up", 1)
-    assert text.startswith("node_stand_in 1\n")  # node-exporter's part comes first
+    deadline = time.monotonic() + 20
+    while not text.startswith("node_stand_in 1\n"):  # read in the background, served first
+        assert time.monotonic() < deadline, text
+        time.sleep(0.2)
+        text = scrape(agent)
     assert metric(text, "appliancekit_service_wanted_up") == 1
     assert metric(text, "appliancekit_service_restarts_total") == 0
     assert 0 <= metric(text, "appliancekit_service_state_seconds") < 60

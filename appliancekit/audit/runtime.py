@@ -6,7 +6,8 @@ is forwarded): the scanner appliance (recipes/scanner, nmap, built by appliancek
 other) joins the machines' `Lan` once they answer their probes, scans every TCP port of
 each target once and prints nmap's grepable report on its console, which is read here.
 `appliancekit audit --boot IMAGE_DIR` boots one image this way; a cloud's members are
-scanned the same way by `scan_members` (tests/test_monitoring_cloud.py).
+scanned the same way by `scan_cloud` (`appliancekit cloud audit NAME`,
+tests/test_monitoring_cloud.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliancekit.audit.registry import AuditReport, CheckResult
 from appliancekit.board import Board
@@ -29,6 +31,9 @@ from appliancekit.manifest import Manifest
 from appliancekit.probes import forward_map, forwards_for, wait_for_probes
 from appliancekit.qemu import BootError
 from appliancekit.recipe import ProbePhase
+
+if TYPE_CHECKING:
+    from appliancekit.cloud.boot import BootedCloud
 
 SCANNER_RECIPE = "scanner"
 SCANNER_BOARD = "qemu-virt-arm64"
@@ -141,8 +146,11 @@ def scan(
     config = qemu_config(scanner_board, card, scanner_manifest, workdir, (), snapshot=False)
     machine = cluster.add("scanner", config)
     machine.start()
-    machine.wait_for_serial(SCAN_DONE, timeout)
-    return parse_grepable(machine.serial_text())
+    try:
+        machine.wait_for_serial(SCAN_DONE, timeout)
+        return parse_grepable(machine.serial_text())
+    finally:
+        machine.kill()  # done: its CPU goes back to the machines under test
 
 
 def audit_boot(
@@ -204,3 +212,62 @@ def audit_boot(
             raise ToolError(f"the scanner did not finish: {exc.message}") from None
     results = scan_results([target], scanned, time.monotonic() - started)
     return AuditReport(str(image_dir), tuple(results))
+
+
+def scanner_address(network: ipaddress.IPv4Network, taken: Sequence[str]) -> str:
+    """The highest host address of `network` that no machine has, as ADDR/PREFIX."""
+    used = {ipaddress.ip_address(a) for a in taken}
+    for host in reversed(list(network.hosts())):
+        if host not in used:
+            return f"{host}/{network.prefixlen}"
+    raise ToolError(f"no free address for the scanner in {network}")
+
+
+def scan_cloud(
+    booted: BootedCloud,
+    scanner_dir: Path,
+    scanner_manifest: Manifest,
+    scanner_board: Board,
+    *,
+    timeout: float = 1200.0,
+) -> AuditReport:
+    """A booted cloud's members, once each answers its probes, scanned on the cloud's
+    network: one check per member."""
+    started = time.monotonic()
+    deadline = started + timeout
+    targets = []
+    for name, member in booted.members.items():
+        card = member.card
+        probes = [
+            p
+            for p in probes_from_manifest(
+                card.manifest, {**card.manifest.settings, **card.settings}
+            )
+            if p.phase != ProbePhase.REBOOT
+        ]
+        answers = wait_for_probes(
+            probes,
+            forward_map(member.forwards),
+            max(1.0, deadline - time.monotonic()),
+            member.machine,
+        )
+        failed = [r for r in answers if not r.ok]
+        if failed:
+            detail = "; ".join(f"{r.name}: {r.detail}" for r in failed)
+            raise ToolError(f"{name} did not answer its probes, nothing to scan: {detail}")
+        targets.append(Target(name, str(card.member.address), declared_ports(card.manifest)))
+    own = scanner_address(booted.cloud.network, [t.address for t in targets])
+    try:
+        scanned = scan(
+            booted.cluster,
+            scanner_dir,
+            scanner_manifest,
+            scanner_board,
+            [t.address for t in targets],
+            own,
+            max(1.0, deadline - time.monotonic()),
+        )
+    except BootError as exc:
+        raise ToolError(f"the scanner did not finish: {exc.message}") from None
+    results = scan_results(targets, scanned, time.monotonic() - started)
+    return AuditReport(f"cloud {booted.cloud.name}", tuple(results))

@@ -1,4 +1,4 @@
-"""`appliancekit cloud list|build|test|run|dns`: a domain's appliances as one cloud."""
+"""`appliancekit cloud list|build|test|audit|run|dns`: a domain's appliances as one cloud."""
 
 from __future__ import annotations
 
@@ -236,6 +236,62 @@ def test_command(
             for member, tail in report.serial_tails.items():
                 click.echo(f"--- {member}: last serial lines ---\n{tail}", err=True)
         click.echo(f"serial logs: {logs}/MEMBER/serial.log")
+    sys.exit(0 if report.passed else 1)
+
+
+@cloud_group.command("audit")
+@cloud_argument
+@images_option
+@click.option(
+    "--junit",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the results as JUnit XML to this file (for CI).",
+)
+@click.option(
+    "--timeout", default=1200.0, show_default=True, help="Seconds for the boot and the scan."
+)
+@json_option
+@click.pass_context
+@handle_errors
+def audit_command(
+    ctx: click.Context,
+    name: str,
+    images: Path | None,
+    junit: Path | None,
+    timeout: float,
+    json_mode: bool,
+) -> None:
+    """The runtime audit of every member: boot the cloud, wait until each member answers its
+    probes, then scan every TCP port of each from the scanner appliance on the cloud's
+    network. A member fails when a port answers that it does not declare, or a declared port
+    does not answer. Exits 0 when every member passes, 1 otherwise."""
+    from appliancekit.audit import to_json, to_junit, to_text
+    from appliancekit.audit.runtime import SCANNER_BOARD, SCANNER_RECIPE, scan_cloud
+    from appliancekit.board import find_board
+    from appliancekit.commands.build import make_plan
+
+    cloud = _load(name)
+    secrets = _secrets(cloud, images)
+    builds = _builds(ctx, cloud, secrets, images, json_mode)
+    reporter = reporter_from(ctx, json_mode)
+    scanner = run_build(make_plan(SCANNER_RECIPE, SCANNER_BOARD, (), images), reporter)
+    reporter.step(f"booting {len(cloud.members)} members of {cloud.name}, then the scanner")
+    with tempfile.TemporaryDirectory(prefix="cloud-audit.") as tmp:
+        cards = make_cards(cloud, secrets, builds, Path(tmp) / "cards", test=True)
+        with boot_cloud(cloud, cards, Path(tmp) / "run") as booted:
+            report = scan_cloud(
+                booted,
+                scanner.output_dir,
+                scanner.manifest,
+                find_board(SCANNER_BOARD, find_project().boards_dir),
+                timeout=timeout,
+            )
+    if junit is not None:
+        try:
+            junit.write_text(to_junit(report))
+        except OSError as exc:
+            raise UserError(f"cannot write the JUnit report: {exc.strerror}", file=junit) from None
+    click.echo(to_json(report) if json_mode else to_text(report), nl=False)
     sys.exit(0 if report.passed else 1)
 
 

@@ -149,6 +149,48 @@ func (a *agent) metrics(w io.Writer) {
 	}
 }
 
+// cache holds node-exporter's latest answer.
+type cache struct {
+	mu   sync.Mutex
+	body []byte
+	at   time.Time
+	max  time.Duration
+}
+
+func (c *cache) get() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.body == nil || time.Since(c.at) > c.max {
+		return nil
+	}
+	return c.body
+}
+
+func (c *cache) follow(url string, every, maxAge time.Duration) {
+	c.mu.Lock()
+	c.max = maxAge
+	c.mu.Unlock()
+	client := &http.Client{Timeout: maxAge}
+	for {
+		start := time.Now()
+		resp, err := client.Get(url)
+		if err == nil {
+			body, readErr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if readErr == nil && resp.StatusCode == http.StatusOK {
+				c.mu.Lock()
+				c.body, c.at = body, time.Now()
+				c.mu.Unlock()
+			}
+		} else {
+			log.Printf("ak-monitor: node-exporter: %v", err)
+		}
+		if wait := every - time.Since(start); wait > 0 {
+			time.Sleep(wait)
+		}
+	}
+}
+
 func readToken(path string) []byte {
 	if path == "" {
 		return nil
@@ -184,6 +226,8 @@ func main() {
 	controlFile := flag.String("control-token-file", "", "file holding the control token (empty file: no control)")
 	metricsDir := flag.String("metrics-dir", "", "directory for other services' textfile metrics (made at start)")
 	interval := flag.Duration("interval", 500*time.Millisecond, "how often the status files are read (s6 restarts a service at most once a second)")
+	upstreamEvery := flag.Duration("upstream-interval", 5*time.Second, "how often node-exporter is read")
+	maxAge := flag.Duration("upstream-max-age", 2*time.Minute, "node-exporter's answer is served this long at most")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -207,7 +251,11 @@ func main() {
 			a.poll()
 		}
 	}()
-	client := &http.Client{Timeout: 20 * time.Second}
+	// node-exporter is read in the background and its latest answer served: one read can take
+	// longer than Prometheus's scrape timeout on a slow or emulated board, and the agent's own
+	// supervision metrics must arrive either way. An answer older than maxAge is dropped.
+	latest := &cache{}
+	go latest.follow(*upstream, *upstreamEvery, *maxAge)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
@@ -216,12 +264,8 @@ func main() {
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		resp, err := client.Get(*upstream)
-		if err == nil {
-			_, _ = io.Copy(w, resp.Body)
-			resp.Body.Close()
-		} else {
-			log.Printf("ak-monitor: node-exporter: %v", err)
+		if body := latest.get(); body != nil {
+			_, _ = w.Write(body)
 		}
 		a.metrics(w)
 	})
