@@ -13,16 +13,20 @@ import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import appliancekit
-from appliancekit import supervisor
+from appliancekit import slots, supervisor
+from appliancekit.agent import packages as agent_packages
+from appliancekit.agent.gobuild import GoBinary, build_go
+from appliancekit.agent.install import UPDATER, agent_service, install_agent
 from appliancekit.atomic import replace_dir
 from appliancekit.board import Board
 from appliancekit.boot import BootInputs, boot_path
 from appliancekit.boot import initramfs as initramfs_stage
 from appliancekit.boot.kmod import find_kernel
+from appliancekit.boot.slotswitch import SLOTS_JSON, render_slots_json
 from appliancekit.cache import Cache
 from appliancekit.content.gobuild import go_version
 from appliancekit.devsettings import setting_records
@@ -42,6 +46,7 @@ from appliancekit.manifest import (
     Manifest,
     ServiceRecord,
     SizeRecord,
+    SlotRecord,
     VerityRecord,
     read_manifest,
     write_manifest,
@@ -70,12 +75,12 @@ from appliancekit.sources.debian_lock import LockedSource, lock_path, read_lock
 from appliancekit.sources.unpack import UnpackedPackage, unpack
 from appliancekit.staging import work_dir
 from appliancekit.tomlsource import find_in_list, source_error
-from appliancekit.tree import materialise
+from appliancekit.tree import RootTree, materialise
 
 DISK = "disk.img"
 SIZE_REPORT_JSON = "size-report.json"
 SIZE_REPORT_TEXT = "size-report.txt"
-PARTITION_NUMBERS = {"boot": 1, "root": 2, "verity": 3, "data": 4}
+PARTITION_NUMBERS = slots.PARTITION_NUMBERS
 MIB = 1 << 20
 
 
@@ -85,6 +90,9 @@ class BuildPlan:
     board: Board
     settings: ResolvedSettings
     images_dir: Path
+    # minisign public key (the base64 key line) the update agent trusts; None: the agent
+    # refuses every release (appliancekit keygen makes one; `build --update-key`)
+    update_key: str | None = None
 
     @property
     def name(self) -> str:
@@ -115,11 +123,12 @@ class ResolvedSources:
     initramfs: tuple[DebPackage, ...]
     kernel: tuple[DebPackage, ...]
     firmware: tuple[DebPackage, ...] = ()
+    agent: tuple[DebPackage, ...] = ()  # the update agent's (agent/packages.py)
     # apt's messages for -updates/-security indexes that could not be verified
     missing_indexes: tuple[str, ...] = ()
 
     def all(self) -> list[DebPackage]:
-        return sorted(set(self.root + self.initramfs + self.kernel + self.firmware))
+        return sorted(set(self.root + self.initramfs + self.kernel + self.firmware + self.agent))
 
 
 @dataclass(frozen=True)
@@ -196,10 +205,13 @@ def build(
     debian = debian_inputs(plan, cache, reporter, refresh=refresh, mirrors=mirrors)
     apt = debian.target
     sources = resolve_sources(plan, apt)
+    agent_source = agent_packages.agent_source(plan.suite, plan.board.arch.value, cache, mirrors)
+    sources = replace(sources, agent=agent_packages.agent_packages(agent_source, sources.root))
+    agent_binary = build_go(UPDATER, plan.board.arch.value, cache.root, name="ak-update")
     for problem in sources.missing_indexes:
         reporter.info(f"warning: building without an index apt could not verify: {problem}")
     epoch = source_date_epoch(plan.source_paths())
-    inputs = input_fingerprint(plan, sources, epoch)
+    inputs = input_fingerprint(plan, sources, epoch, agent_binary.sha256)
     existing = read_manifest(plan.output_dir)
     if (
         not force
@@ -215,7 +227,9 @@ def build(
     if missing:
         size = sum(p.size for p in missing)
         reporter.step(f"downloading {len(missing)} packages ({size / MIB:.1f} MiB)")
-    fetched = {f.package: f for f in apt.fetch(all_packages)}
+    agent_set = set(sources.agent)
+    fetched = {f.package: f for f in apt.fetch([p for p in all_packages if p not in agent_set])}
+    fetched.update({f.package: f for f in agent_source.fetch(list(sources.agent))})
     unpacked = {}
     with reporter.progress("unpacking packages", total=len(all_packages)) as task:
         for package in all_packages:
@@ -234,7 +248,17 @@ def build(
 
     with work_dir(plan.images_dir, f"{plan.name}.") as work:
         manifest = _build_into(
-            plan, sources, unpacked, inputs, epoch, work, reporter, wheels, debian.lock, agent
+            plan,
+            sources,
+            unpacked,
+            inputs,
+            epoch,
+            work,
+            reporter,
+            wheels,
+            debian.lock,
+            agent,
+            agent_binary,
         )
         replace_dir(work / "out", plan.output_dir, scratch=work)
     return BuildResult(plan.output_dir, manifest, True, time.monotonic() - started)
@@ -292,7 +316,9 @@ def _resolve(
         raise source_error(file, where, exc.message) from None
 
 
-def input_fingerprint(plan: BuildPlan, sources: ResolvedSources, epoch: int = 0) -> str:
+def input_fingerprint(
+    plan: BuildPlan, sources: ResolvedSources, epoch: int = 0, agent: str = ""
+) -> str:
     """Everything the image depends on; equal fingerprints mean an identical image.
 
     `epoch` is the build's SOURCE_DATE_EPOCH (every file's mtime in the image)."""
@@ -327,6 +353,8 @@ def input_fingerprint(plan: BuildPlan, sources: ResolvedSources, epoch: int = 0)
                 if plan.recipe.monitoring is not None
                 else {}
             ),
+            "update_key": plan.update_key,
+            "agent": agent,  # the agent binary's sha256 (Go version and source)
         }
     )
 
@@ -344,6 +372,7 @@ IMAGE_CODE = (
     "recipe.py",
     "rootfs.py",
     "seal.py",
+    "slots.py",
     "sourcedate.py",
     "supervisor.py",
     "tomlsource.py",
@@ -351,6 +380,7 @@ IMAGE_CODE = (
     "boot",
     "sources",
     "content",
+    "agent",
 )
 
 
@@ -386,6 +416,7 @@ def _build_into(
     wheels: pypi.PythonInstall | None = None,
     lock: Mapping[str, object] | None = None,
     agent: monitoring_agent.AgentInstall | None = None,
+    agent_binary: GoBinary | None = None,
 ) -> Manifest:
     wheels = wheels or pypi.PythonInstall()
     agent = agent or monitoring_agent.AgentInstall()
@@ -407,19 +438,32 @@ def _build_into(
 
     reporter.step("assembling the root tree")
     root_packages = (
-        [unpacked[p] for p in sources.root] + list(wheels.packages) + list(agent.packages)
+        [unpacked[p] for p in sources.root + sources.agent]
+        + list(wheels.packages)
+        + list(agent.packages)
     )
     root_plan = build_root(root_packages, plan.recipe, plan.settings, board)
+    # how this board's loader switches slots, for the update agent (boot/slotswitch.py)
+    switch = boot_path(board).slot_switch(board)
+    root_plan.tree.add_file(SLOTS_JSON, render_slots_json(switch, board))
+    requests = root_plan.requests + wheels.requests
+    if agent_binary is not None:
+        requests += (
+            install_agent(root_plan.tree, plan.recipe, board, agent_binary, plan.update_key, epoch),
+        )
     reporter.step("minimising")
-    tree, report = minimise(root_plan.tree, board.arch, root_plan.requests + wheels.requests)
+    tree, report = minimise(root_plan.tree, board.arch, requests)
+    agent_bytes = _agent_bytes(tree, sources.agent, agent_binary)
     staging = work / "root"
     materialise(tree, staging)
 
     reporter.step("sealing (erofs + dm-verity)")
     sealed = seal_tree(staging, work / "seal", inputs, epoch=epoch)
     shutil.rmtree(staging)
+    slot_image = slots.combine(sealed.erofs_image, sealed.verity_image, work / "slot.img")
+    slot_size = slots.slot_partition_bytes(slot_image.size)
 
-    cmdline = kernel_cmdline(board, sealed.kernel_cmdline())
+    cmdline = kernel_cmdline(board, sealed.kernel_cmdline(), slot="a")
     boot_work = work / "boot"
     boot_work.mkdir()
     boot = boot_path(board).layout(
@@ -434,11 +478,15 @@ def _build_into(
             seed=inputs,
         )
     )
-    boot_bytes = sum(p.stat().st_size for p in boot.files.values())
+    slot_a = slots.boot_dir("a")
+    boot_files = {**boot.files, **{f"{slot_a}/{n}": p for n, p in boot.slot_files.items()}}
+    slot_boot_bytes = sum(p.stat().st_size for p in boot.slot_files.values())
+    # room for slot B's boot files too: the first update writes them
+    boot_bytes = sum(p.stat().st_size for p in boot_files.values()) + slot_boot_bytes
     boot_size = max(board.disk.boot_size_mib * MIB, _round_mib(boot_bytes * 1.1 + 4 * MIB))
     boot_image = make_fat_image(
         work / "boot.vfat",
-        boot.files,
+        boot_files,
         boot_size,
         "AK-BOOT",
         inputs,
@@ -452,8 +500,10 @@ def _build_into(
         board.arch.value,
         [
             PartitionSpec("ak-boot", boot.role, boot_size, boot_image, bootable=True),
-            PartitionSpec("ak-root", PartitionRole.ROOT, 0, sealed.erofs_image),
-            PartitionSpec("ak-verity", PartitionRole.VERITY, 0, sealed.verity_image),
+            PartitionSpec(
+                slots.partition_name("a"), PartitionRole.ROOT, slot_size, slot_image.path
+            ),
+            PartitionSpec(slots.partition_name("b"), PartitionRole.ROOT, slot_size, None),
             PartitionSpec("ak-data", PartitionRole.DATA, board.disk.data_size_mib * MIB, None),
         ],
         inputs,
@@ -463,11 +513,26 @@ def _build_into(
         fill_last=True,  # data is last
     )
     sealed_size = sealed.erofs_image.stat().st_size
+    slot_sizes = {
+        "slot_partition_bytes": slot_size,
+        "slot_root_bytes": slot_image.size,
+        "slot_boot_bytes": slot_boot_bytes,
+        "boot_partition_bytes": boot_size,
+    }
     (out / SIZE_REPORT_JSON).write_text(
-        json.dumps({**report.to_json(), "sealed_root_bytes": sealed_size}, indent=2, sort_keys=True)
+        json.dumps(
+            {
+                **report.to_json(),
+                "sealed_root_bytes": sealed_size,
+                **slot_sizes,
+                "agent_bytes": agent_bytes,
+            },
+            indent=2,
+            sort_keys=True,
+        )
         + "\n"
     )
-    (out / SIZE_REPORT_TEXT).write_text(_size_text(report, sealed_size))
+    (out / SIZE_REPORT_TEXT).write_text(_size_text(report, sealed_size, slot_sizes, agent_bytes))
     manifest = Manifest(
         name=plan.name,
         recipe=plan.recipe.name,
@@ -487,6 +552,7 @@ def _build_into(
                 ("initramfs", sources.initramfs),
                 ("kernel", sources.kernel),
                 ("firmware", sources.firmware),
+                ("agent", sources.agent),
             )
             for p in group
         ]
@@ -501,7 +567,20 @@ def _build_into(
             data_blocks=sealed.data_blocks,
             erofs_uuid=sealed.erofs_uuid,
             verity_uuid=sealed.verity_uuid,
+            hash_offset=slot_image.hash_offset,
+            hash_bytes=slot_image.hash_bytes,
         ),
+        slots=tuple(
+            SlotRecord(
+                name=slot,
+                partition=slots.partition_name(slot),
+                boot_dir=slots.boot_dir(slot),
+                boot_files=tuple(sorted(boot.slot_files)),
+                written=slot == "a",
+            )
+            for slot in slots.SLOTS
+        ),
+        slot_switch=str(switch.mechanism),
         disk=DiskRecord.of(disk, DISK),
         sizes=SizeRecord(
             disk_bytes=disk.size,
@@ -510,9 +589,16 @@ def _build_into(
             sealed_root_bytes=sealed_size,
             initramfs_bytes=initramfs.size,
             kernel_bytes=kernel.image.stat().st_size,
+            slot_partition_bytes=slot_size,
+            slot_root_bytes=slot_image.size,
+            slot_boot_bytes=slot_boot_bytes,
+            agent_bytes=agent_bytes,
         ),
         backend="debian",
-        services=tuple(ServiceRecord(s.name, s.user, s.root_reason) for s in plan.recipe.services),
+        services=tuple(
+            ServiceRecord(s.name, s.user, s.root_reason)
+            for s in (*plan.recipe.services, *([agent_service()] if agent_binary else []))
+        ),
         probes=[_probe_json(p) for p in plan.recipe.probes],
         ports=sorted({*plan.recipe.ports, *(p.port for p in plan.recipe.probes)}),
         extra={
@@ -532,13 +618,14 @@ def _build_into(
     return manifest
 
 
-def kernel_cmdline(board: Board, verity_words: Sequence[str]) -> str:
+def kernel_cmdline(board: Board, verity_words: Sequence[str], slot: str = "a") -> str:
     words = [
         f"console={board.kernel.console}",
         "quiet",
         "panic=10",
         *board.kernel.cmdline,
         *verity_words,
+        f"ak.slot={slots.check_slot(slot)}",
     ]
     return " ".join(words)
 
@@ -549,12 +636,32 @@ def _probe_json(probe: object) -> dict[str, object]:
     return {k: str(v) if hasattr(v, "value") else v for k, v in asdict(probe).items()}  # type: ignore[call-overload]
 
 
-def _size_text(report: SizeReport, sealed_size: int) -> str:
+def _agent_bytes(tree: RootTree, agent: Sequence[DebPackage], binary: GoBinary | None) -> int:
+    """What the update agent adds to the minimised root: its binary and the files kept
+    from its own packages (minisign, libsodium)."""
+    names = {p.name for p in agent}
+    kept = sum(e.size for e in tree if e.package in names)
+    return kept + (binary.size if binary is not None else 0)
+
+
+def _size_text(
+    report: SizeReport, sealed_size: int, slot_sizes: Mapping[str, int], agent_bytes: int
+) -> str:
+    def line(label: str, value: int) -> str:
+        return f"{label:<18}{value} bytes ({value / MIB:.1f} MiB)\n"
+
     return (
         report.to_text()
-        + f"\nunminimised root: {report.before} bytes ({report.before / MIB:.1f} MiB)\n"
-        + f"minimised root:   {report.after} bytes ({report.after / MIB:.1f} MiB)\n"
-        + f"sealed erofs:     {sealed_size} bytes ({sealed_size / MIB:.1f} MiB)\n"
+        + "\n"
+        + line("unminimised root:", report.before)
+        + line("minimised root:", report.after)
+        + line("sealed erofs:", sealed_size)
+        + line("slot content:", slot_sizes["slot_root_bytes"])
+        + line("root slot A:", slot_sizes["slot_partition_bytes"])
+        + line("root slot B:", slot_sizes["slot_partition_bytes"])
+        + line("boot files/slot:", slot_sizes["slot_boot_bytes"])
+        + line("boot partition:", slot_sizes["boot_partition_bytes"])
+        + line("update agent:", agent_bytes)
     )
 
 

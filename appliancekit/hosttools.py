@@ -101,6 +101,7 @@ TOOLS: tuple[HostTool, ...] = (
     HostTool("zstd", "zstd", "release images"),
     HostTool("git", "git", "publishing to a deploy repository"),
     HostTool("go", "golang-go", "content-sync (recipes with [[content]])"),
+    HostTool("minisign", "minisign", "signing releases; the update agent"),
     HostTool("openssl", "openssl", "cloud keys (DKIM)"),
     HostTool("go", "golang-go", "the monitoring agent (images with [monitoring])"),
 )

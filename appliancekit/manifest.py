@@ -99,6 +99,23 @@ class VerityRecord:
     data_blocks: int  # 4 KiB blocks of the erofs image the hash tree covers
     erofs_uuid: str = ""
     verity_uuid: str = ""
+    # Where the hash image starts inside the root slot partition (erofs then verity, one
+    # partition per slot: slots.py) and its size. 0: a separate verity partition (images
+    # built before two slots).
+    hash_offset: int = 0
+    hash_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class SlotRecord:
+    """One of the two slots: its root partition and its boot files' directory on the boot
+    partition or ESP. `written`: the build put a release in it (slot A)."""
+
+    name: str  # "a" | "b"
+    partition: str  # "ak-root-a"
+    boot_dir: str  # "slot-a"
+    boot_files: tuple[str, ...] = ()  # names inside boot_dir
+    written: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +136,10 @@ class SizeRecord:
     sealed_root_bytes: int | None = None
     initramfs_bytes: int | None = None
     kernel_bytes: int | None = None
+    slot_partition_bytes: int | None = None  # each root slot partition
+    slot_root_bytes: int | None = None  # the release's slot content: erofs + verity
+    slot_boot_bytes: int | None = None  # the release's boot files in one slot directory
+    agent_bytes: int | None = None  # the update agent in the minimised root
 
 
 @dataclass(frozen=True)
@@ -162,9 +183,30 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
     # empty in manifests written before settings had records (devsettings asks to rebuild)
     setting_records: tuple[SettingRecord, ...] = ()
+    # two slots (issue 12); empty in manifests of single-slot images
+    slots: tuple[SlotRecord, ...] = ()
+    slot_switch: str = ""  # boot/slotswitch.py Mechanism of the board
 
     def partition(self, name: str) -> PartitionRecord:
         return self.disk.partition(name)
+
+    def slot(self, name: str) -> SlotRecord:
+        for slot in self.slots:
+            if slot.name == name:
+                return slot
+        raise UserError(
+            f"image has no slot {name!r} (a single-slot image: reflash it once)", field="slots"
+        )
+
+    def root_partition(self) -> PartitionRecord:
+        """The partition holding this image's own sealed root (slot A's, or the single
+        root of an older image)."""
+        if self.slots:
+            return self.partition(self.slots[0].partition)
+        part = self.disk.by_role("root")
+        if part is None:
+            raise UserError("image has no root partition", field="disk.partitions")
+        return part
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types (lists, not tuples): what manifest.json holds."""

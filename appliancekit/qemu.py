@@ -89,6 +89,9 @@ class QemuConfig:
     extra_args: tuple[str, ...] = ()
     # more `-netdev user` options, e.g. net=... and guestfwd=... (the EC2 metadata service)
     net_options: tuple[str, ...] = ()
+    # False: a guest reboot (or a watchdog reset) ends QEMU (-no-reboot), as boot tests
+    # want; True: the machine restarts the way hardware does (update tests).
+    guest_reboots: bool = False
 
     @classmethod
     def from_spec(
@@ -167,7 +170,9 @@ def build_command(
     if config.cpu:
         cmd += ["-cpu", config.cpu]
     cmd += ["-m", config.memory, "-smp", str(config.smp)]
-    cmd += ["-nodefaults", "-nographic", "-no-reboot"]
+    cmd += ["-nodefaults", "-nographic"]
+    if not config.guest_reboots:
+        cmd.append("-no-reboot")
     cmd += ["-qmp", f"unix:{_opt(qmp_socket)},server=on,wait=off"]
     if interactive:
         cmd += ["-serial", "mon:stdio"]

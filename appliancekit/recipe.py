@@ -236,6 +236,42 @@ UNIVERSAL_SETTINGS = (
         "Serial number (EBS volume id) of a disk that holds /data instead of the data partition",
         per_device=True,
     ),
+    # the update agent's (appliancekit/agent): where and when it looks for new releases
+    Setting(
+        "update_url",
+        SettingKind.STRING,
+        None,
+        "Deploy repository the update agent polls (http(s)://HOST/PATH; RECIPE/BOARD/ is added)",
+        per_device=True,
+    ),
+    Setting(
+        "update_interval",
+        SettingKind.INT,
+        None,
+        "Seconds between polls (default 3600)",
+        per_device=True,
+    ),
+    Setting(
+        "update_window",
+        SettingKind.STRING,
+        None,
+        "Maintenance window HH:MM-HH:MM (UTC) for rebooting into a new release (default: at once)",
+        per_device=True,
+    ),
+    Setting(
+        "update_allow_downgrade",
+        SettingKind.BOOL,
+        None,
+        "Take a published release older than the running one",
+        per_device=True,
+    ),
+    Setting(
+        "update_status_port",
+        SettingKind.INT,
+        None,
+        "One of the recipe's ports on which the update agent serves its status as JSON",
+        per_device=True,
+    ),
 )
 
 

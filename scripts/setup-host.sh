@@ -17,7 +17,7 @@ packages=(
   qemu-system-arm qemu-system-x86 qemu-efi-aarch64 qemu-efi-arm ovmf
   erofs-utils cryptsetup-bin fdisk dosfstools mtools e2fsprogs cpio kmod
   bmap-tools zstd xz-utils git make nix-bin
-  device-tree-compiler busybox-static minisign
+  device-tree-compiler busybox-static minisign golang-go
   pdns-server pdns-backend-sqlite3 sqlite3
   chromium chromium-driver
   golang-go openssh-client s6

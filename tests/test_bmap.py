@@ -69,18 +69,20 @@ def test_scan_maps_every_nonzero_block_and_the_blocks_whose_zeros_matter(image_d
     end = parts["ak-data"].offset + parts["ak-data"].size
     assert set(range(end // BLOCK_SIZE, bmap.blocks_count)) <= mapped
     # the zero stretch inside the verity-protected root data is written anyway
-    root = parts["ak-root"].offset // BLOCK_SIZE
+    root = parts["ak-root-a"].offset // BLOCK_SIZE
     zero_stretch = range(root + MIB // BLOCK_SIZE, root + (MIB + 64 * 1024) // BLOCK_SIZE)
     assert not any(data[zero_stretch.start * BLOCK_SIZE : zero_stretch.stop * BLOCK_SIZE])
     assert set(zero_stretch) <= mapped
-    # the whole verity partition
-    verity = parts["ak-verity"]
-    assert (
-        set(
-            range(verity.offset // BLOCK_SIZE, (verity.offset + verity.size) // BLOCK_SIZE)
-        )
-        <= mapped
-    )
+    # slot A's hash tree, right behind its erofs image in the same partition
+    assert manifest.verity is not None and manifest.verity.hash_offset
+    hash_start = parts["ak-root-a"].offset + manifest.verity.hash_offset
+    hash_end = hash_start + manifest.verity.hash_bytes
+    assert set(range(hash_start // BLOCK_SIZE, hash_end // BLOCK_SIZE)) <= mapped
+    # the empty slot B: its first MiB (old signatures wiped), nothing after
+    slot_b = parts["ak-root-b"]
+    first_b = slot_b.offset // BLOCK_SIZE
+    assert set(range(first_b, first_b + MIB // BLOCK_SIZE)) <= mapped
+    assert not set(range(first_b + MIB // BLOCK_SIZE, slot_b.end // BLOCK_SIZE)) & mapped
     # the empty data partition: its first MiB (old signatures wiped), nothing after
     data_first = parts["ak-data"].offset // BLOCK_SIZE
     assert set(range(data_first, data_first + MIB // BLOCK_SIZE)) <= mapped
@@ -101,7 +103,7 @@ def test_fat_metadata_and_allocated_clusters_are_mapped_free_clusters_are_not(
     assert 700 * 1024 < total < 2 * MIB
     assert used[0][0] == boot.offset
     with open(image_dir / "disk.img", "rb") as f:
-        assert fat_used_extents(f.fileno(), manifest.partition("ak-root").offset, MIB) is None
+        assert fat_used_extents(f.fileno(), manifest.partition("ak-root-a").offset, MIB) is None
 
 
 def test_xml_round_trip_and_checksum(image_dir: Path, tmp_path: Path) -> None:
@@ -155,7 +157,7 @@ def test_listed_bmap_is_used_to_verify_the_image_dir(image_dir: Path, tmp_path: 
     write_image_bmap(copy)
     write_sha256sums(copy, ["disk.img", "manifest.json", "disk.img.bmap"])
     assert open_image_dir(copy).bmap == open_image_dir(image_dir).bmap
-    flip_byte(copy / "disk.img", load_manifest(copy).partition("ak-root").offset + 10)
+    flip_byte(copy / "disk.img", load_manifest(copy).partition("ak-root-a").offset + 10)
     with pytest.raises(UserError, match="does not match its block map"):
         open_image_dir(copy)
 
@@ -209,7 +211,7 @@ def test_bmaptool_refuses_an_image_that_does_not_match_a_range_checksum(
     image = open_image_dir(image_dir)
     bmap = write_bmap(image.bmap, tmp_path / "disk.img.bmap")
     copy = copy_image_dir(image_dir, tmp_path / "c")
-    flip_byte(copy / "disk.img", load_manifest(copy).partition("ak-root").offset + 100)
+    flip_byte(copy / "disk.img", load_manifest(copy).partition("ak-root-a").offset + 100)
     proc = subprocess.run(
         ["bmaptool", "copy", "--bmap", str(bmap), str(copy / "disk.img"), str(tmp_path / "t.img")],
         capture_output=True,

@@ -48,7 +48,7 @@ def test_repo_board_loads_with_exact_values() -> None:
         suite="trixie",
         kernel=KernelSpec(
             package="linux-image-arm64",
-            modules=("virtio_blk", "virtio_net", "erofs", "dm_verity", "ext4"),
+            modules=("virtio_blk", "virtio_net", "erofs", "dm_verity", "ext4", "i6300esb"),
             console="ttyAMA0",
             cmdline=(),
             strip_module_signatures=True,
@@ -65,7 +65,7 @@ def test_repo_board_loads_with_exact_values() -> None:
             disk_device="virtio-blk-pci",
             net_device="virtio-net-pci",
             firmware=None,
-            extra_args=(),
+            extra_args=("-device", "i6300esb"),
         ),
         nixos=NixosSpec(
             image=NixosImage.REPART,
@@ -156,7 +156,7 @@ ERRORS = [
         id="unknown-key",
     ),
     pytest.param(
-        'modules = ["virtio_blk", "virtio_net", "erofs", "dm_verity", "ext4"]',
+        'modules = ["virtio_blk", "virtio_net", "erofs", "dm_verity", "ext4", "i6300esb"]',
         'modules = "virtio_blk"',
         "kernel.modules",
         "modules = ",

@@ -298,7 +298,7 @@ def test_image_layout(name: str, appliances, tmp_path: Path) -> None:
     table = read_partition_table(disk)
     assert table["label"] == "gpt"
     parts = {p["name"]: p for p in table["partitions"]}
-    assert list(parts) == ["ak-boot", "ak-root", "ak-verity", "ak-data"]
+    assert list(parts) == ["ak-boot", "ak-root-a", "ak-root-b", "ak-data"]
     assert parts["ak-boot"]["type"].lower() == ESP_GUID  # an EFI system partition
     esp = manifest.partition("ak-boot")
     assert esp.role == PartitionRole.ESP.value

@@ -111,7 +111,7 @@ def test_layout(appliances: ApplianceCache, tmp_path: Path) -> None:
     disk = result.output_dir / "disk.img"
     sd_card_partitions(disk, MIB)
     names = [p.name for p in manifest.disk.partitions]
-    assert names == ["ak-boot", "ak-root", "ak-verity", "ak-data"]
+    assert names == ["ak-boot", "ak-root-a", "ak-root-b", "ak-data"]
 
     offset = manifest.partition("ak-boot").offset
     listing = subprocess.run(

@@ -290,7 +290,7 @@ def test_init_sql_creates_schema_and_zones_once(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_dns_image_is_sealed_and_small(appliances, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result = appliances.build("dns", BOARD)
-    paths = list_erofs_paths(extract_partition(result.output_dir, "ak-root", tmp_path / "r"))
+    paths = list_erofs_paths(extract_partition(result.output_dir, "ak-root-a", tmp_path / "r"))
     basenames = {p.rsplit("/", 1)[-1] for p in paths}
     assert not (FORBIDDEN & basenames), FORBIDDEN & basenames
     assert {"/usr/sbin/pdns_server", "/usr/bin/sqlite3"} <= set(paths)

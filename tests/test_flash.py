@@ -81,7 +81,7 @@ def test_settings_go_to_settings_env_and_sealed_partitions_stay_identical(
     extract_fat_file(target, boot.offset, "settings.env", tmp_path / "settings.env")
     text = (tmp_path / "settings.env").read_text()
     assert "hostname=pi-7\n" in text and "domain=example.net\n" in text
-    for name in ("ak-root", "ak-verity"):
+    for name in ("ak-root-a", "ak-root-b"):
         assert partition_sha(target, image_dir, name) == partition_sha(
             image_dir / "disk.img", image_dir, name
         )
@@ -172,7 +172,7 @@ def test_a_corrupt_image_is_refused_before_anything_is_written(
     image_dir: Path, tmp_path: Path
 ) -> None:
     bad = copy_image_dir(image_dir, tmp_path / "bad")
-    flip_byte(bad / "disk.img", load_manifest(bad).partition("ak-root").offset + 4242)
+    flip_byte(bad / "disk.img", load_manifest(bad).partition("ak-root-a").offset + 4242)
     target = tmp_path / "card.img"
     target.write_bytes(b"precious")
     with pytest.raises(UserError, match="checksum mismatch"):
@@ -250,7 +250,7 @@ def test_flash_a_loop_device(image_dir: Path, loop_device: Path, tmp_path: Path)
     result = flash(image_dir, loop_device, force=True, yes=True, settings={"hostname": "loopy"})
     assert result.target_kind == "block" and result.verified
     manifest = load_manifest(image_dir)
-    for name in ("ak-root", "ak-verity"):
+    for name in ("ak-root-a",):
         assert partition_sha(loop_device, image_dir, name) == partition_sha(
             image_dir / "disk.img", image_dir, name
         )

@@ -33,7 +33,7 @@ def test_flash_homepage_with_a_hostname(homepage_image: Path, tmp_path: Path) ->
     text = (tmp_path / "settings.env").read_text()
     assert "hostname=flashed-pi" in text.splitlines()
     disk = homepage_image / manifest.disk.path
-    for name in ("ak-root", "ak-verity"):
+    for name in ("ak-root-a",):
         part = manifest.partition(name)
         assert sha256_of(target, part.offset, part.size) == sha256_of(
             disk, part.offset, part.size

@@ -66,10 +66,13 @@ def test_build_outputs(homepage_image: Path) -> None:
     assert all(len(p["sha256"]) == 64 and p["version"] for p in manifest.packages)
     assert [p.name for p in manifest.disk.partitions] == [
         "ak-boot",
-        "ak-root",
-        "ak-verity",
+        "ak-root-a",
+        "ak-root-b",
         "ak-data",
     ]
+    assert [s.partition for s in manifest.slots] == ["ak-root-a", "ak-root-b"]
+    assert manifest.sizes.slot_partition_bytes == manifest.partition("ak-root-b").size
+    assert manifest.partition("ak-root-b").sha256 is None  # slot B waits for the first update
     assert f"ak.roothash={manifest.verity.root_hash}" in manifest.kernel_cmdline
 
 
@@ -82,7 +85,7 @@ def test_size_report_shows_minimisation(homepage_image: Path) -> None:
 
 
 def test_sealed_root_has_no_shell_or_package_manager(homepage_image: Path, tmp_path: Path) -> None:
-    erofs = extract_partition(homepage_image, "ak-root", tmp_path / "root.erofs")
+    erofs = extract_partition(homepage_image, "ak-root-a", tmp_path / "root.erofs")
     paths = list_erofs_paths(erofs)
     basenames = {p.rsplit("/", 1)[-1] for p in paths}
     assert not (FORBIDDEN & basenames), FORBIDDEN & basenames
@@ -115,7 +118,7 @@ def test_flipped_byte_in_root_fails_boot(homepage_image: Path, tmp_path: Path) -
     image_log_before = _stat_or_none(homepage_image / "serial.log")
     tampered = tmp_path / "tampered.img"
     shutil.copyfile(homepage_image / "disk.img", tampered)
-    root = manifest.partition("ak-root")
+    root = manifest.partition("ak-root-a")
     with open(tampered, "r+b") as disk:
         disk.seek(root.offset + 1024 + 8)  # inside the erofs superblock: read at mount time
         byte = disk.read(1)
@@ -168,7 +171,7 @@ def test_site_setting_changes_the_image(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    erofs = extract_partition(Path(out["image_dir"]), "ak-root", tmp_path / "root.erofs")
+    erofs = extract_partition(Path(out["image_dir"]), "ak-root-a", tmp_path / "root.erofs")
     extracted = tmp_path / "x"
     subprocess.run(
         ["fsck.erofs", f"--extract={extracted}", str(erofs)], check=True, capture_output=True

@@ -41,6 +41,7 @@ from appliancekit.rootfs import (
     template_context,
 )
 from appliancekit.settings_kinds import ALLOWED, MAX_VALUE, SettingKind
+from appliancekit.slots import PARTITION_NUMBERS
 from appliancekit.tree import RootTree
 from tests.conftest import PROJECT, run_cli
 from tests.test_flash_settings import MANIFEST
@@ -162,7 +163,7 @@ def test_the_measured_breakout_is_refused_on_the_command_line(tmp_path: Path) ->
 
 def load_settings_function() -> str:
     """The initramfs' own settings code (init.sh's load_settings), as the image runs it."""
-    init = render_init(BOARD, "6.12.0-test", {"boot": 1, "root": 2, "verity": 3, "data": 4})
+    init = render_init(BOARD, "6.12.0-test", PARTITION_NUMBERS)
     return init[init.index("# >>> settings") : init.index("# <<< settings")]
 
 

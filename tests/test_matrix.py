@@ -78,7 +78,7 @@ def test_matrix_image_holds_the_locked_wheels_as_bytecode(
     assert wheels["matrix-synapse"]["size"] > 0
     assert any(p["name"] == "python3.13-minimal" for p in manifest.packages)
 
-    paths = set(list_erofs_paths(extract_partition(result.output_dir, "ak-root", tmp_path / "r")))
+    paths = set(list_erofs_paths(extract_partition(result.output_dir, "ak-root-a", tmp_path / "r")))
     directories = {p.rsplit("/", 1)[0] for p in paths}
     # Synapse's web client files have a directory named "login": programs are what count
     programs = {p.rsplit("/", 1)[-1] for p in paths if p not in directories}

@@ -17,6 +17,7 @@ from appliancekit.boot.kmod import _dependencies
 from appliancekit.cache import Cache
 from appliancekit.errors import ToolError
 from appliancekit.recipe import Service, User
+from appliancekit.slots import PARTITION_NUMBERS
 from appliancekit.sources.debian import (
     AptSource,
     DebPackage,
@@ -174,7 +175,7 @@ def test_module_dependencies_include_pre_softdeps() -> None:
 
 def test_rendered_init_is_valid_shell() -> None:
     board = find_board("qemu-virt-arm64", PROJECT.boards_dir)
-    script = render_init(board, "6.12.0-test", {"boot": 1, "root": 2, "verity": 3, "data": 4})
+    script = render_init(board, "6.12.0-test", PARTITION_NUMBERS)
     assert "6.12.0-test" in script and "{{" not in script
     subprocess.run(["sh", "-n"], input=script, text=True, check=True)
     assert "exec switch_root /newroot /usr/bin/s6-svscan /run/service" in script

@@ -102,7 +102,7 @@ def test_bmaptool_copies_the_compressed_release(
 
 def test_a_corrupt_image_is_not_published(cli: Any, image_dir: Path, tmp_path: Path) -> None:
     bad = copy_image_dir(image_dir, tmp_path / "bad")
-    flip_byte(bad / "disk.img", load_manifest(bad).partition("ak-root").offset + 1)
+    flip_byte(bad / "disk.img", load_manifest(bad).partition("ak-root-a").offset + 1)
     out = tmp_path / "release"
     proc = cli("publish", str(bad), "--to", "sdcard", "--out", str(out))
     assert proc.returncode == 2 and "checksum mismatch" in proc.stderr

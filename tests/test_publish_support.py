@@ -30,6 +30,7 @@ from appliancekit.manifest import (
     Manifest,
     SettingRecord,
     SizeRecord,
+    SlotRecord,
     VerityRecord,
     write_manifest,
 )
@@ -84,16 +85,17 @@ def make_image(
         sources[fname] = work / fname
     boot = make_fat_image(work / "boot.vfat", sources, 8 * MIB, "AK-BOOT", f"seed{seed}")
     root = noise(1 * MIB, seed + 1) + bytes(64 * KIB) + noise(256 * KIB, seed + 2)
-    (work / "root.img").write_bytes(root)
-    (work / "verity.img").write_bytes(noise(64 * KIB, seed + 3))
+    # two slots (appliancekit/slots.py): slot A holds the root and its hash tree, B is empty
+    verity = noise(64 * KIB, seed + 3)
+    (work / "slot.img").write_bytes(root + verity)
     disk = assemble_disk(
         directory / "disk.img",
         "gpt",
         arch,
         [
             PartitionSpec("ak-boot", PartitionRole.BOOT, 8 * MIB, boot, bootable=True),
-            PartitionSpec("ak-root", PartitionRole.ROOT, 0, work / "root.img"),
-            PartitionSpec("ak-verity", PartitionRole.VERITY, 0, work / "verity.img"),
+            PartitionSpec("ak-root-a", PartitionRole.ROOT, 2 * MIB, work / "slot.img"),
+            PartitionSpec("ak-root-b", PartitionRole.ROOT, 2 * MIB, None),
             PartitionSpec("ak-data", PartitionRole.DATA, data_mib * MIB, None),
         ],
         f"seed{seed}",
@@ -114,7 +116,15 @@ def make_image(
         kernel_cmdline="console=ttyAMA0",
         initramfs_modules=[],
         verity=VerityRecord(
-            root_hash=hashlib.sha256(root).hexdigest(), salt="00", data_blocks=len(root) // 4096
+            root_hash=hashlib.sha256(root).hexdigest(),
+            salt="00",
+            data_blocks=len(root) // 4096,
+            hash_offset=len(root),
+            hash_bytes=len(verity),
+        ),
+        slots=(
+            SlotRecord("a", "ak-root-a", "slot-a", (), written=True),
+            SlotRecord("b", "ak-root-b", "slot-b", ()),
         ),
         disk=DiskRecord.of(disk, "disk.img"),
         sizes=SizeRecord(disk_bytes=disk.size),

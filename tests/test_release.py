@@ -193,7 +193,7 @@ def test_release_stops_at_a_failed_boot_test(
     images = tmp_path / "images"
     _copy_image(source, images)
     manifest = load_manifest(source)
-    root = manifest.partition("ak-root")
+    root = manifest.partition("ak-root-a")
     with open(images / source.name / "disk.img", "r+b") as disk:
         disk.seek(root.offset + 1024 + 8)  # the erofs superblock: read at mount
         byte = disk.read(1)

@@ -1,10 +1,12 @@
 """Boot paths: how a board's firmware finds the kernel, initramfs and command line.
 
-Each boot path is one module with two functions:
+Each boot path is one module with three functions:
 - `layout(inputs: BootInputs) -> BootLayout`: the boot partition's files and what the disk
   needs around them (a gap for U-Boot's SPL, a power-of-two size for the Pi model, ...);
 - `qemu_boot(disk, manifest, board, workdir) -> QemuBoot`: how the boot test starts the
-  very files in the built image the way the board's firmware would.
+  very files in the built image the way the board's firmware would;
+- `slot_switch(board) -> SlotSwitch` (boot/slotswitch.py): how the board's loader tries the
+  other slot once and falls back, baked into the image for the update agent.
 A new board with an existing boot path is only a boards/NAME.toml.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -47,7 +49,11 @@ class BootInputs:
 
 @dataclass(frozen=True)
 class BootLayout:
-    files: dict[str, Path]  # boot partition path -> host file
+    files: dict[str, Path]  # boot partition path -> host file (shared by both slots)
+    # The slot's own boot files (kernel, initramfs, command line, device trees, firmware where
+    # the loader allows): name inside the slot's directory (slots.boot_dir) -> host file. The
+    # build puts them in slot A's directory and reserves as much room for slot B's.
+    slot_files: dict[str, Path] = field(default_factory=dict)
     role: PartitionRole = PartitionRole.BOOT  # ESP on UEFI boards
     first_offset: int = MIB
     reserved_head: tuple[tuple[int, Path], ...] = ()  # raw writes before the first partition

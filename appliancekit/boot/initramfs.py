@@ -83,8 +83,9 @@ APPLETS = (
     "blockdev",
     "df",
     "sync",
+    "mv",
 )
-PARTITION_NAMES = ("ak-boot", "ak-root", "ak-verity", "ak-data")
+PARTITION_NAMES = ("ak-boot", "ak-root-a", "ak-root-b", "ak-data")
 
 
 @dataclass(frozen=True)
@@ -100,9 +101,16 @@ def _template(name: str) -> str:
 
 
 def render_init(board: Board, kernel_version: str, partition_numbers: dict[str, int]) -> str:
+    from appliancekit.boot import boot_path
+    from appliancekit.boot.slotswitch import DIRECT_STATE, Mechanism
+
+    switch = boot_path(board).slot_switch(board)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     template = env.from_string(_template("init.sh.j2"))
     return template.render(
+        initramfs_chooses=switch.mechanism == Mechanism.INITRAMFS,
+        state_file=DIRECT_STATE,
+        watchdog=switch.watchdog,
         kernel_version=kernel_version,
         disk_prefix=board.disk.device_prefix if board.disk.table.value == "mbr" else "",
         partitions=partition_numbers,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from appliancekit.board import Board
 from appliancekit.boot import BootInputs, BootLayout, QemuBoot, firmware_files
+from appliancekit.boot.slotswitch import Mechanism, SlotSwitch, not_implemented
 from appliancekit.disk import extract_fat_file
 from appliancekit.errors import UserError
 from appliancekit.hostcmd import run
@@ -84,8 +85,24 @@ def layout(inputs: BootInputs) -> BootLayout:
             INITRD: inputs.initramfs,
         }
     )
+    # The slot's own copies: what `os_prefix=slot-X/` makes the firmware load (kernel,
+    # initramfs, cmdline.txt and the device trees); start4.elf and fixup4.dat stay shared.
+    slot_files = {
+        name: host
+        for name, host in files.items()
+        if name in (kernel_name, INITRD, CMDLINE) or name.endswith(".dtb")
+    }
     # QEMU's raspi models want an SD card whose size is a power of two.
-    return BootLayout(files=files, round_to_power_of_two=True)
+    return BootLayout(files=files, slot_files=slot_files, round_to_power_of_two=True)
+
+
+def slot_switch(board: Board) -> SlotSwitch:
+    return not_implemented(
+        Mechanism.RPI_TRYBOOT,
+        arm="tryboot.txt names the trial slot's os_prefix; reboot with the tryboot flag",
+        commit="config.txt names the committed slot's os_prefix",
+        fallback="the firmware clears the tryboot flag at any reset and boots config.txt",
+    )
 
 
 def qemu_boot(disk: Path, manifest: Manifest, board: Board, workdir: Path) -> QemuBoot:

@@ -36,6 +36,7 @@ from appliancekit.boot import (
     firmware_files,
     package_files,
 )
+from appliancekit.boot.slotswitch import Mechanism, SlotSwitch, not_implemented
 from appliancekit.errors import UserError
 from appliancekit.manifest import Manifest
 
@@ -141,6 +142,11 @@ def layout(inputs: BootInputs) -> BootLayout:
     extlinux = inputs.workdir / "extlinux.conf"
     extlinux.write_text(render_extlinux(board, kernel, device_tree, inputs.cmdline))
     files.update({EXTLINUX: extlinux, kernel: inputs.kernel.image, INITRD: inputs.initramfs})
+    cmdline = inputs.workdir / "cmdline.txt"
+    cmdline.write_text(inputs.cmdline + "\n")
+    slot_files = {kernel: inputs.kernel.image, INITRD: inputs.initramfs, "cmdline.txt": cmdline}
+    if device_tree:
+        slot_files[device_tree] = files[device_tree]
 
     spl = spl_image(inputs)
     changes = {k[4:]: v for k, v in config.items() if k.startswith("env.")}
@@ -155,9 +161,19 @@ def layout(inputs: BootInputs) -> BootLayout:
     # QEMU's SD card model only takes power-of-two sizes, like the raspi ones.
     return BootLayout(
         files=files,
+        slot_files=slot_files,
         first_offset=first,
         reserved_head=((offset, spl),),
         round_to_power_of_two=True,
+    )
+
+
+def slot_switch(board: Board) -> SlotSwitch:
+    return not_implemented(
+        Mechanism.UBOOT_BOOTCOUNT,
+        arm="U-Boot environment: the trial slot's label, upgrade_available=1, bootcount=0",
+        commit="U-Boot environment: upgrade_available=0, the slot's label as the default",
+        fallback="bootcount over bootlimit runs altbootcmd, which boots the committed slot",
     )
 
 

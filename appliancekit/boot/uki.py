@@ -32,6 +32,7 @@ from pathlib import Path
 
 from appliancekit.board import Board
 from appliancekit.boot import BootInputs, BootLayout, QemuBoot, firmware_files
+from appliancekit.boot.slotswitch import Mechanism, SlotSwitch, not_implemented
 from appliancekit.disk import PartitionRole
 from appliancekit.errors import UserError
 from appliancekit.manifest import Manifest
@@ -168,8 +169,9 @@ def layout(inputs: BootInputs) -> BootLayout:
             file=inputs.board.source_file,
             field="firmware.files",
         )
+    slot_files: dict[str, Path] = {}
     for number, (destination, stub) in enumerate(sorted(stubs.items())):
-        files[destination] = build_uki(
+        files[destination] = slot_files[destination.rsplit("/", 1)[-1]] = build_uki(
             stub,
             inputs.kernel.image,
             inputs.initramfs,
@@ -178,7 +180,16 @@ def layout(inputs: BootInputs) -> BootLayout:
             osrel=os_release(inputs.board, inputs.seed),
             uname=inputs.kernel.version,
         )
-    return BootLayout(files=files, role=PartitionRole.ESP)
+    return BootLayout(files=files, slot_files=slot_files, role=PartitionRole.ESP)
+
+
+def slot_switch(board: Board) -> SlotSwitch:
+    return not_implemented(
+        Mechanism.SYSTEMD_BOOT,
+        arm="the trial slot's UKI gets a boot counter (+1) in its file name, or BootNext",
+        commit="the counter is dropped from the UKI's file name",
+        fallback="systemd-boot skips an entry with no tries left and boots the committed one",
+    )
 
 
 def qemu_boot(disk: Path, manifest: Manifest, board: Board, workdir: Path) -> QemuBoot:

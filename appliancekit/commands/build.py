@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from appliancekit.errors import UserError
 from appliancekit.output import Reporter, emit_json
 from appliancekit.project import find_project
 from appliancekit.recipe import find_recipe, resolve_settings
+from appliancekit.release.signing import public_key_line
 from appliancekit.settings_kinds import parse_assignments
 from appliancekit.sources.debian import Mirrors
 
@@ -27,7 +29,23 @@ def make_plan(
     recipe = find_recipe(recipe_name, project.recipes_dir)
     board = find_board(board_name, project.boards_dir)
     settings = resolve_settings(recipe, parse_assignments(setting_args))
-    return BuildPlan(recipe, board, settings, (images or project.images_dir).resolve())
+    return BuildPlan(
+        recipe, board, settings, (images or project.images_dir).resolve(), update_key()
+    )
+
+
+UPDATE_KEY_ENV = "APPLIANCEKIT_UPDATE_KEY"
+
+
+def update_key() -> str | None:
+    """The public key images trust for updates: $APPLIANCEKIT_UPDATE_KEY names the .pub file
+    `appliancekit keygen` wrote (unset: the image's update agent refuses every release)."""
+    path = os.environ.get(UPDATE_KEY_ENV)
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise UserError(f"${UPDATE_KEY_ENV} names no file", file=path)
+    return public_key_line(Path(path))
 
 
 def load_board_for(name: str) -> Board:

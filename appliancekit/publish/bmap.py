@@ -206,8 +206,14 @@ def must_map_extents(manifest: Manifest, image: Path) -> list[Extent]:
         fd = f.fileno()
         for part in parts:
             offset, psize, role = part.offset, part.size, part.role
-            if role == "root" and verity is not None and verity.data_blocks:
-                extents.append((offset, offset + min(psize, verity.data_blocks * 4096)))
+            if role == "root" and not part.sha256:
+                extents.append((offset, offset + min(psize, MIB)))  # an empty slot: wipe it
+            elif role == "root" and verity is not None and verity.data_blocks:
+                # a slot holds the erofs image and, from hash_offset, its hash tree
+                content = verity.data_blocks * 4096
+                if verity.hash_offset:
+                    content = verity.hash_offset + verity.hash_bytes
+                extents.append((offset, offset + min(psize, content)))
             elif role in ("root", "verity"):
                 extents.append((offset, offset + psize))
             elif role in ("boot", "esp"):

@@ -20,10 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import appliancekit
+from appliancekit.digest import sha256_file
 from appliancekit.errors import UserError
 from appliancekit.hostcmd import run
-from appliancekit.publish.image import SHA256SUMS, VerifiedImage, open_image_dir, read_sha256sums
+from appliancekit.publish.image import (
+    SHA256SUMS,
+    VerifiedImage,
+    open_image_dir,
+    read_sha256sums,
+    sha256sums_text,
+)
 from appliancekit.publish.sdcard import DEFAULT_LEVEL, release_names, write_release
+from appliancekit.publish.update import UPDATE_DIR, UPDATE_JSON, write_update_artefacts
 from appliancekit.release.signing import sign, signature_path
 
 DEFAULT_MAX_ARTIFACT = 64 << 20
@@ -119,7 +127,9 @@ def publish_git(
         return not _git(top, "status", "--porcelain", "--", str(rel))
 
     signed_already = sign_key is None or signature_path(directory / SHA256SUMS).exists()
-    if _already_published(directory, image) and signed_already and clean():
+    two_slots = bool(m.slots)
+    has_update = not two_slots or (directory / UPDATE_JSON).is_file()
+    if _already_published(directory, image) and signed_already and has_update and clean():
         return GitResult(
             str(top),
             str(rel),
@@ -138,6 +148,7 @@ def publish_git(
         directory.mkdir(parents=True, exist_ok=True)
         for stale in directory.iterdir():
             keep = {RELEASE_JSON, *([SIGNED_SUMS] if sign_key is not None else [])}
+            keep |= {UPDATE_DIR} if two_slots else set()
             if stale.name not in names and stale.name not in keep:
                 if stale.is_dir():
                     shutil.rmtree(stale)
@@ -145,6 +156,12 @@ def publish_git(
                     stale.unlink()
         for name in names:
             shutil.copyfile(release.directory / name, directory / name)
+    if two_slots:
+        # what update agents range-read, covered by the (signed) SHA256SUMS
+        update = write_update_artefacts(image, directory)
+        sums = read_sha256sums(directory / SHA256SUMS)
+        sums.update({name: sha256_file(directory / name) for name in update.names})
+        (directory / SHA256SUMS).write_text(sha256sums_text(sums))
     if sign_key is not None:
         # Ed25519 is deterministic: signing the same sums again gives the same file
         sign(directory / SHA256SUMS, sign_key, comment=f"{m.name}.img sha256 {image.sha256}")
@@ -160,6 +177,8 @@ def publish_git(
         "artefacts_included": include,
         "signed": sign_key is not None,
         "verity_root_hash": m.verity.root_hash if m.verity else None,
+        "version": m.source_date_epoch,
+        "update": UPDATE_JSON if two_slots else None,
         "appliancekit": appliancekit.__version__,
     }
     (directory / RELEASE_JSON).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

@@ -31,8 +31,6 @@ from appliancekit.recipe import SettingKind, find_recipe, resolve_settings
 from appliancekit.sources.debian import DEFAULT_MIRRORS, Mirrors
 from appliancekit.sources.debian_lock import lock_path
 
-ROOT_PARTITION = "ak-root"
-
 
 @dataclass(frozen=True)
 class VerifyResult:
@@ -190,11 +188,13 @@ def first_root_difference(
 
 
 def extract_root(disk: Path, manifest: Manifest, destination: Path) -> Path:
-    part = manifest.partition(ROOT_PARTITION)
+    part = manifest.root_partition()
     image = destination.with_suffix(".erofs")
     with open(disk, "rb") as src, open(image, "wb") as dst:
         src.seek(part.offset)
         remaining = part.size
+        if manifest.verity is not None and manifest.verity.hash_offset:
+            remaining = manifest.verity.hash_offset  # the erofs image, not the hash tree after it
         while remaining:
             chunk = src.read(min(remaining, 1 << 20))
             if not chunk:

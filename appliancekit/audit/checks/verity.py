@@ -20,8 +20,12 @@ def check_verity(image: AuditImage) -> list[str]:
         got = next((w.split("=", 1)[1] for w in words if w.startswith(f"{key}=")), None)
         if got != want:
             findings.append(f"kernel command line has {key}={got}, the manifest {want}")
-    root, tree = image.partition_file("root"), image.partition_file("verity")
-    argv = ["veritysetup", "verify", root, tree, verity.root_hash]
+    root = image.partition_file("root")
+    if verity.hash_offset:  # one partition per slot: the hash tree follows the erofs image
+        argv = ["veritysetup", "verify", f"--hash-offset={verity.hash_offset}", root, root]
+        argv.append(verity.root_hash)
+    else:
+        argv = ["veritysetup", "verify", root, image.partition_file("verity"), verity.root_hash]
     try:
         run([*argv, f"--data-blocks={verity.data_blocks}"])
     except ToolError as exc:

@@ -1,0 +1,3 @@
+module appliancekit/updater
+
+go 1.19

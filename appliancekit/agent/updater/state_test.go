@@ -1,0 +1,126 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestSlotStateRoundTripAndDefaults(t *testing.T) {
+	s := SlotState{Committed: "b", Trial: "a", Tries: 1}
+	if got := ParseSlotState(s.Format()); got != s {
+		t.Fatalf("%+v", got)
+	}
+	if got := ParseSlotState([]byte("committed=x\ntrial=zz\ntries=42\n")); got != (SlotState{Committed: "a"}) {
+		t.Fatalf("bad values must give the initramfs defaults: %+v", got)
+	}
+}
+
+func TestInitramfsSwitchArmCommitForget(t *testing.T) {
+	dir := t.TempDir()
+	sw := &initramfsSwitch{path: filepath.Join(dir, "slots/state"), tries: 1}
+	if err := sw.Arm("a"); err == nil {
+		t.Fatal("armed the committed slot")
+	}
+	if err := sw.Arm("b"); err != nil {
+		t.Fatal(err)
+	}
+	if st := sw.read(); st != (SlotState{"a", "b", 1}) {
+		t.Fatalf("%+v", st)
+	}
+	// what the initramfs does before the trial boot: one try off
+	os.WriteFile(sw.path, SlotState{"a", "b", 0}.Format(), 0o644)
+	if err := sw.Forget(); err != nil {
+		t.Fatal(err)
+	}
+	if st := sw.read(); st != (SlotState{Committed: "a"}) {
+		t.Fatalf("%+v", st)
+	}
+	sw.Arm("b")
+	sw.Commit("b")
+	if st := sw.read(); st != (SlotState{Committed: "b"}) {
+		t.Fatalf("%+v", st)
+	}
+	if _, err := os.Stat(sw.path + ".new"); !os.IsNotExist(err) {
+		t.Fatal("left a .new file")
+	}
+}
+
+func TestRefusingSwitchRefuses(t *testing.T) {
+	sw := NewSlotSwitch(SlotsConfig{Mechanism: "uboot-bootcount", RefuseReason: "not implemented yet"}, "/data")
+	if sw.Refuse() == nil || sw.Arm("b") == nil || sw.Commit("b") == nil {
+		t.Fatal("an unimplemented mechanism must refuse")
+	}
+}
+
+func TestWindow(t *testing.T) {
+	w, err := ParseWindow("23:00-02:30")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(h, m int) time.Time { return time.Date(2026, 1, 1, h, m, 0, 0, time.UTC) }
+	if !w.Contains(at(23, 30)) || !w.Contains(at(1, 0)) || w.Contains(at(2, 30)) || w.Contains(at(12, 0)) {
+		t.Fatal("window across midnight")
+	}
+	if _, err := ParseWindow("25:00-01:00"); err == nil {
+		t.Fatal("accepted 25:00")
+	}
+	if w, _ := ParseWindow(""); !w.Contains(at(12, 0)) {
+		t.Fatal("no window means any time")
+	}
+}
+
+func TestSettingsAndBootInfo(t *testing.T) {
+	s, problems := ParseSettings([]byte("update_url=http://10.0.2.2:8080/deploy/\nupdate_interval=5\nupdate_window=\nupdate_allow_downgrade=true\nupdate_interval=x\n"))
+	if s.URL != "http://10.0.2.2:8080/deploy" || s.Interval != 5 || !s.AllowDowngrade || !s.Window.Always || len(problems) != 1 {
+		t.Fatalf("%+v %v", s, problems)
+	}
+	b := ParseBootInfo([]byte("slot=b\ntrial=1\nfell_back=\nroothash=abc\n"))
+	if b != (BootInfo{"b", true, "", "abc"}) {
+		t.Fatalf("%+v", b)
+	}
+}
+
+func TestSvstat(t *testing.T) {
+	up, secs, err := ParseSvstat("true 42\n")
+	if err != nil || !up || secs != 42 {
+		t.Fatal(up, secs, err)
+	}
+	if _, _, err := ParseSvstat("garbage"); err == nil {
+		t.Fatal("accepted garbage")
+	}
+}
+
+func TestSnapshotRestoresData(t *testing.T) {
+	data := t.TempDir()
+	os.MkdirAll(filepath.Join(data, ".appliancekit/update"), 0o755)
+	os.MkdirAll(filepath.Join(data, "db"), 0o755)
+	os.WriteFile(filepath.Join(data, "db/schema"), []byte("v1"), 0o600)
+	os.Symlink("db/schema", filepath.Join(data, "link"))
+	snap := filepath.Join(data, ".appliancekit/update/snapshot")
+	res, err := TakeSnapshot(data, snap, 50)
+	if err != nil || res.Bytes != 2 {
+		t.Fatal(res, err)
+	}
+	// the trial migrates the data
+	os.WriteFile(filepath.Join(data, "db/schema"), []byte("v2-migrated"), 0o600)
+	os.WriteFile(filepath.Join(data, "new-file"), []byte("x"), 0o600)
+	restored, err := RestoreSnapshot(data, snap)
+	if err != nil || !restored {
+		t.Fatal(restored, err)
+	}
+	got, _ := os.ReadFile(filepath.Join(data, "db/schema"))
+	if string(got) != "v1" {
+		t.Fatalf("schema %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(data, "new-file")); !os.IsNotExist(err) {
+		t.Fatal("the trial's new file survived the rollback")
+	}
+	if l, _ := os.Readlink(filepath.Join(data, "link")); l != "db/schema" {
+		t.Fatal("symlink lost")
+	}
+	if _, err := os.Stat(filepath.Join(data, ".appliancekit/update")); err != nil {
+		t.Fatal("the agent's own state must stay")
+	}
+}

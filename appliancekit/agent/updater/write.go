@@ -1,0 +1,190 @@
+package main
+
+// Writing a release into the other slot: the root partition and the slot's boot files,
+// each artefact chunk by chunk from the target itself (resume), the running slot (same
+// bytes) or the network, then read back and checked against the signed sha256.
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// chunkHashes of the first `size` bytes of r (fewer when r ends early).
+func chunkHashes(r io.ReaderAt, size, chunk int64) [][32]byte {
+	var out [][32]byte
+	buf := make([]byte, chunk)
+	for off := int64(0); off < size; off += chunk {
+		n := chunk
+		if size-off < n {
+			n = size - off
+		}
+		got, err := r.ReadAt(buf[:n], off)
+		if int64(got) < n {
+			break
+		}
+		_ = err
+		out = append(out, sha256.Sum256(buf[:n]))
+	}
+	return out
+}
+
+// sha256Of the first size bytes of r.
+func sha256Of(r io.ReaderAt, size int64) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(r, 0, size)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// WriteArtefact makes target[0:a.Size] equal the artefact; `running` (may be nil) is the
+// running slot's copy. Returns the bytes downloaded. `limit` is the room in the target.
+func WriteArtefact(f *Fetcher, rel Release, a Artefact, target *os.File, running io.ReaderAt, limit int64, onWrite func()) (int64, error) {
+	if a.Size > limit {
+		return 0, fmt.Errorf("%s needs %d bytes, the slot has %d (reflash once with the new layout)", a.Path, a.Size, limit)
+	}
+	if got, err := sha256Of(target, a.Size); err == nil && got == a.Sha256 {
+		return 0, nil // already there (an earlier attempt finished this one)
+	}
+	if running != nil {
+		if got, err := sha256Of(running, a.Size); err == nil && got == a.Sha256 {
+			if err := copyRange(running, target, a.Size); err != nil {
+				return 0, err
+			}
+			return 0, checkWritten(target, a)
+		}
+	}
+	before := f.Downloaded
+	chunkData, err := f.Get(a.Chunks, 64<<20)
+	if err != nil {
+		return f.Downloaded - before, err
+	}
+	if sum := sha256.Sum256(chunkData); hex.EncodeToString(sum[:]) != a.ChunksSha256 {
+		return f.Downloaded - before, fmt.Errorf("%s: sha256 does not match update.json", a.Chunks)
+	}
+	want, ok := SplitChunks(chunkData)
+	if !ok || int64(len(want)) != (a.Size+rel.ChunkSize-1)/rel.ChunkSize {
+		return f.Downloaded - before, fmt.Errorf("%s: wrong number of chunks", a.Chunks)
+	}
+	have := chunkHashes(target, a.Size, rel.ChunkSize)
+	var run [][32]byte
+	if running != nil {
+		run = chunkHashes(running, a.Size, rel.ChunkSize)
+	}
+	plan := PlanChunks(want, have, run, rel.ChunkSize, a.Size, 64<<10)
+	buf := make([]byte, rel.ChunkSize)
+	for i, src := range plan.Sources {
+		if src != Copy {
+			continue
+		}
+		off := int64(i) * rel.ChunkSize
+		n := rel.ChunkSize
+		if a.Size-off < n {
+			n = a.Size - off
+		}
+		if _, err := running.ReadAt(buf[:n], off); err != nil {
+			return f.Downloaded - before, err
+		}
+		if _, err := target.WriteAt(buf[:n], off); err != nil {
+			return f.Downloaded - before, err
+		}
+	}
+	for _, r := range plan.Ranges {
+		err := f.GetRange(a.Path, r, func(off int64, data []byte) error {
+			_, err := target.WriteAt(data, off)
+			if onWrite != nil {
+				onWrite()
+			}
+			return err
+		})
+		if err != nil {
+			return f.Downloaded - before, err
+		}
+	}
+	if err := target.Sync(); err != nil {
+		return f.Downloaded - before, err
+	}
+	return f.Downloaded - before, checkWritten(target, a)
+}
+
+func copyRange(src io.ReaderAt, dst *os.File, size int64) error {
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < size; {
+		n := int64(len(buf))
+		if size-off < n {
+			n = size - off
+		}
+		if _, err := src.ReadAt(buf[:n], off); err != nil {
+			return err
+		}
+		if _, err := dst.WriteAt(buf[:n], off); err != nil {
+			return err
+		}
+		off += n
+	}
+	return dst.Sync()
+}
+
+func checkWritten(target *os.File, a Artefact) error {
+	got, err := sha256Of(target, a.Size)
+	if err != nil {
+		return err
+	}
+	if got != a.Sha256 {
+		return fmt.Errorf("%s: written bytes have sha256 %s, the signed release says %s", a.Path, got[:12], a.Sha256[:12])
+	}
+	return nil
+}
+
+// sameFile says whether path holds exactly the artefact (size and sha256).
+func sameFile(path string, a Artefact) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || st.Size() != a.Size {
+		return false
+	}
+	got, err := sha256Of(f, a.Size)
+	return err == nil && got == a.Sha256
+}
+
+// WriteBootFile writes a boot file into dir on the boot partition: NAME.new, verified,
+// then renamed over NAME. The running slot's copy of the same name seeds unchanged chunks.
+func WriteBootFile(f *Fetcher, rel Release, a Artefact, dir, runningDir string) (int64, error) {
+	dest := filepath.Join(dir, a.Name)
+	if sameFile(dest, a) {
+		return 0, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		return 0, err
+	}
+	tmp := dest + ".new"
+	out, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	defer out.Close()
+	if err := out.Truncate(a.Size); err != nil {
+		return 0, err
+	}
+	var running io.ReaderAt
+	if rf, err := os.Open(filepath.Join(runningDir, a.Name)); err == nil {
+		defer rf.Close()
+		running = rf
+	}
+	n, err := WriteArtefact(f, rel, a, out, running, a.Size, nil)
+	if err != nil {
+		return n, err
+	}
+	if err := out.Close(); err != nil {
+		return n, err
+	}
+	return n, os.Rename(tmp, dest)
+}

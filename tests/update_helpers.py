@@ -1,0 +1,321 @@
+"""Helpers for update tests on any board (issue 12): releases built and published into a
+signed deploy repository, an HTTP server for that repository on the test's QEMU network
+(with byte ranges, throttling, a kill switch and an "unreachable" switch), and a machine
+that reboots like hardware and can be killed at a chosen point.
+
+The guest reaches the host's loopback as 10.0.2.2 (QEMU user networking), so the server
+listens on 127.0.0.1 and the appliances get update_url=http://10.0.2.2:PORT.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from appliancekit.board import Board, find_board
+from appliancekit.boottest import qemu_config, with_test_settings
+from appliancekit.build import BuildPlan, BuildResult, build
+from appliancekit.cache import Cache, default_cache_dir
+from appliancekit.digest import sha256_file
+from appliancekit.flash import write_device_settings
+from appliancekit.manifest import Manifest, load_manifest
+from appliancekit.output import Reporter
+from appliancekit.project import Project
+from appliancekit.publish.git import publish_git
+from appliancekit.publish.image import read_sha256sums, sha256sums_text
+from appliancekit.publish.update import UPDATE_JSON
+from appliancekit.qemu import Machine, PortForward, free_port
+from appliancekit.recipe import find_recipe, resolve_settings
+from appliancekit.release.signing import KeyPair, keygen, public_key_line, sign
+
+GUEST_HOST = "10.0.2.2"
+
+
+# --- releases -------------------------------------------------------------------------
+
+
+def build_release(
+    project: Project,
+    recipe: str,
+    board: str,
+    images: Path,
+    key: KeyPair,
+    settings: dict[str, str] | None = None,
+    recipes_dir: Path | None = None,
+) -> BuildResult:
+    """A release of `recipe` for `board` that trusts `key` for its updates."""
+    found = find_recipe(recipe, recipes_dir or project.recipes_dir)
+    plan = BuildPlan(
+        found,
+        find_board(board, project.boards_dir),
+        resolve_settings(found, settings or {}),
+        images,
+        update_key=public_key_line(key.public),
+    )
+    return build(plan, Cache(default_cache_dir()), Reporter())
+
+
+def site_copy(source: Path, dest: Path, marker: str, mtime: float) -> Path:
+    """A copy of a static site whose index.html says `marker`, every file stamped `mtime`
+    (the source date, hence the release version, follows the newest file)."""
+    shutil.copytree(source, dest)
+    index = dest / "index.html"
+    index.write_text(index.read_text().replace("</body>", f"<p>{marker}</p></body>"))
+    for path in [dest, *dest.rglob("*")]:
+        os.utime(path, (mtime, mtime))
+    return dest
+
+
+def recipe_copy(project: Project, recipe: str, dest_root: Path, edit: Callable[[str], str]) -> Path:
+    """recipes/RECIPE copied under dest_root (same name) with recipe.toml edited: a release
+    that differs in behaviour, e.g. a service that crashes at start."""
+    dest = dest_root / recipe
+    shutil.copytree(project.recipes_dir / recipe, dest)
+    toml = dest / "recipe.toml"
+    toml.write_text(edit(toml.read_text()))
+    return dest_root
+
+
+def make_deploy_repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    return path
+
+
+def publish(image_dir: Path, repo: Path, key: KeyPair) -> Path:
+    """`publish --to git --sign`: the release directory RECIPE/BOARD in the repository."""
+    result = publish_git(image_dir, repo, sign_key=key.secret, max_artifact_bytes=0)
+    return repo / result.directory
+
+
+def resign(release_dir: Path, key: Path) -> None:
+    """SHA256SUMS recomputed for every file it lists, then signed with `key`."""
+    sums_file = release_dir / "SHA256SUMS"
+    sums = read_sha256sums(sums_file)
+    sums = {name: sha256_file(release_dir / name) for name in sums if (release_dir / name).exists()}
+    sums_file.write_text(sha256sums_text(sums))
+    sign(sums_file, key)
+
+
+def make_unsigned(release_dir: Path) -> None:
+    (release_dir / "SHA256SUMS.minisig").unlink()
+
+
+def make_wrongly_signed(release_dir: Path, other: KeyPair) -> None:
+    sign(release_dir / "SHA256SUMS", other.secret)
+
+
+def make_wrong_board(release_dir: Path, key: KeyPair, board: str) -> None:
+    """A correctly signed release that names another board."""
+    doc = release_dir / UPDATE_JSON
+    doc.write_text(re.sub(r'"board": "[^"]*"', f'"board": "{board}"', doc.read_text()))
+    resign(release_dir, key.secret)
+
+
+def make_truncated(release_dir: Path) -> None:
+    """The root artefact cut short behind a signature that still names the full one."""
+    root = release_dir / "update" / "root.img"
+    os.truncate(root, root.stat().st_size // 3)
+
+
+def new_key(directory: Path) -> KeyPair:
+    return keygen(directory)
+
+
+# --- the deploy repository over HTTP ----------------------------------------------------
+
+
+class DeployServer:
+    """Serves a directory over HTTP/1.1 with byte ranges on 127.0.0.1. `throttle` slows
+    range answers (bytes per second) so a test can kill a machine mid-download; `on_range`
+    is called with (path, bytes sent so far) while a range streams; `reachable = False`
+    answers nothing (connections are reset)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.throttle: float | None = None
+        self.on_range: Callable[[str, int], None] | None = None
+        self.reachable = True
+        self.sent = 0  # body bytes sent
+        self.requests: list[tuple[str, str]] = []  # (path, Range header)
+        self.port = free_port()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                if not server.reachable:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                rel = self.path.split("?", 1)[0].lstrip("/")
+                path = (server.root / rel).resolve()
+                if server.root.resolve() not in path.parents or not path.is_file():
+                    self.send_error(404)
+                    return
+                size = path.stat().st_size
+                header = self.headers.get("Range", "")
+                server.requests.append((rel, header))
+                start, end = 0, size
+                match = re.fullmatch(r"bytes=(\d+)-(\d*)", header)
+                if match:
+                    start = int(match.group(1))
+                    end = min(size, int(match.group(2)) + 1) if match.group(2) else size
+                    if start >= size:
+                        self.send_error(416)
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(end - start))
+                self.end_headers()
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    left = end - start
+                    sent = 0
+                    while left:
+                        if match and server.on_range is not None:
+                            server.on_range(rel, sent)  # before each piece: 0 = none yet
+                        piece = f.read(min(left, 16 << 10))
+                        try:
+                            self.wfile.write(piece)
+                        except OSError:
+                            return
+                        left -= len(piece)
+                        sent += len(piece)
+                        server.sent += len(piece)
+                        if match and server.throttle:
+                            time.sleep(len(piece) / server.throttle)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def guest_url(self) -> str:
+        return f"http://{GUEST_HOST}:{self.port}"
+
+    def __enter__(self) -> DeployServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# --- a machine that reboots like hardware ------------------------------------------------
+
+
+class UpdateMachine:
+    """One appliance on a writable copy of its disk: QEMU restarts the guest on reboot and
+    watchdog resets (no -no-reboot), the serial log accumulates over every boot and every
+    QEMU process (kill() and start() again = a power cut), and port 80 (or others) is
+    forwarded to the host."""
+
+    def __init__(
+        self,
+        image_dir: Path,
+        board: Board,
+        workdir: Path,
+        settings: dict[str, str],
+        guest_ports: tuple[int, ...] = (80,),
+    ) -> None:
+        self.manifest: Manifest = load_manifest(image_dir)
+        self.board = board
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.disk = workdir / "disk.img"
+        subprocess.run(
+            ["cp", "--sparse=always", str(image_dir / self.manifest.disk.path), str(self.disk)],
+            check=True,
+        )
+        os.truncate(self.disk, max(self.disk.stat().st_size, 512 << 20))
+        with_test_settings(self.disk, self.manifest, workdir, in_place=True)
+        write_device_settings(self.disk, self.manifest, settings)
+        self.ports = {port: free_port() for port in guest_ports}
+        self.log = workdir / "serial-all.log"
+        self.log.write_text("")
+        self.machine: Machine | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        forwards = tuple(PortForward(g, h) for g, h in self.ports.items())
+        config = qemu_config(
+            self.board, self.disk, self.manifest, self.workdir / "boot", forwards, snapshot=False
+        )
+        self.runs += 1
+        (self.workdir / "boot").mkdir(exist_ok=True)
+        self.machine = Machine(
+            replace(config, guest_reboots=True), self.workdir / f"run{self.runs}"
+        )
+        self.machine.start()
+
+    def serial(self) -> str:
+        """Everything every QEMU run of this machine printed, in order."""
+        current = self.machine.serial_text() if self.machine else ""
+        return self.log.read_text(errors="replace") + current
+
+    def mark(self) -> int:
+        return len(self.serial())
+
+    def wait_for(self, pattern: str, since: int, timeout: float) -> re.Match[str]:
+        """Wait for a regex on the serial console after offset `since`."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = regex.search(self.serial(), since)
+            if found:
+                return found
+            if self.machine is not None and not self.machine.is_running():
+                raise AssertionError(
+                    f"QEMU exited waiting for {pattern!r}:\n{self.serial()[-3000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} in {timeout:.0f} s:\n{self.serial()[-4000:]}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """Pull the power: SIGKILL QEMU, keep its serial output."""
+        if self.machine is not None:
+            self.machine.kill()
+            with self.log.open("a") as out:
+                out.write(self.machine.serial_text())
+            self.machine = None
+
+    def http_get(self, path: str = "/", port: int = 80, timeout: float = 10.0) -> str:
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.ports[port]}{path}"
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.read().decode(errors="replace")
+
+    def wait_serving(self, marker: str, timeout: float, path: str = "/") -> float:
+        """Poll HTTP until the page holds `marker`; returns when (monotonic)."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                body = self.http_get(path, timeout=5)
+                if marker in body:
+                    return time.monotonic()
+                last = body[-200:]
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.5)
+        raise AssertionError(
+            f"not serving {marker!r} after {timeout:.0f} s ({last})\n{self.serial()[-3000:]}"
+        )
