@@ -149,3 +149,13 @@ def test_without_the_warm_install_the_warm_build_has_no_row_rather_than_a_wrong_
     with_warm = {f.name: f for f in build_figures("homepage", builds, cold, warm)}
     assert with_warm["build, warm package cache"].baseline == 1900.0
     assert with_warm["no-op rebuild"].baseline == 20.0
+
+
+def test_update_bench_counts_changed_bytes_and_a_longer_tail(tmp_path: Path):
+    from bench.update import changed_bytes
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"x" * 5000)
+    b.write_bytes(b"x" * 100 + b"yy" + b"x" * 4898 + b"tail")
+    assert changed_bytes(a, b) == 2 + 4
+    assert changed_bytes(a, a) == 0

@@ -82,7 +82,7 @@ def test_defaults_and_firmware(tmp_path: Path) -> None:
         TEXT.replace('suite = "trixie"\n', "")
         .replace('cpu = "cortex-a72"\n', "")
         .replace('firmware = ""', 'firmware = "/usr/share/AAVMF/AAVMF_CODE.fd"')
-        .replace("extra_args = []", 'extra_args = ["-rtc", "base=utc"]')
+        .replace('extra_args = ["-device", "i6300esb"]', 'extra_args = ["-rtc", "base=utc"]')
     )
     board = load_board(write_board(tmp_path, text))
     assert board.suite == "trixie" and board.qemu.cpu is None

@@ -121,7 +121,7 @@ def test_settings_merge_over_a_settings_env_baked_into_the_image(tmp_path: Path)
     ("args", "message"),
     [
         (["-s", "Hostname=x"], "'Hostname' is not a per-device setting of synthetic"),
-        (["-s", "site=/etc"], "(per-device: data_volume, domain, hostname, motd, net_address, net_address6, net_gateway, net_interface, port, token)"),
+        (["-s", "site=/etc"], "(per-device: data_volume, domain, hostname, motd, net_address, net_address6, net_gateway, net_interface, port, token, update_allow_downgrade, update_interval, update_status_port, update_url, update_window)"),
         (["-s", "hostname=-bad-"], "not a host name"),
         (["-s", "hostname=a..b"], "not a host name"),
         (["-s", "domain=not_a_domain", "-s", "port=garbage"], "is not a domain name"),

@@ -85,7 +85,7 @@ def test_refused(values: dict[str, str], message: str) -> None:
 def test_an_unknown_name_lists_the_per_device_settings() -> None:
     with pytest.raises(UserError) as info:
         check(site="/etc")
-    assert "(per-device: data_volume, domain, hostname, motd, net_address, net_address6, net_gateway, net_interface, port, token)" in str(info.value)
+    assert "(per-device: data_volume, domain, hostname, motd, net_address, net_address6, net_gateway, net_interface, port, token, update_allow_downgrade, update_interval, update_status_port, update_url, update_window)" in str(info.value)
 
 
 def test_an_image_without_setting_records_asks_for_a_rebuild() -> None:

@@ -69,6 +69,10 @@ def test_one_commit_per_release_and_none_for_a_republish(
             "release.json",
             "syn-git.img.bmap",
             "syn-git.img.zst",
+            # what update agents range-read (publish/update.py)
+            "update/update.json",
+            "update/root.img",
+            "update/root.img.chunks",
         )
     )
     release = json.loads((repo / "synthetic/rpi4/release.json").read_text())

@@ -81,6 +81,7 @@ def make_image(
     files = boot_files or {"vmlinuz": noise(700 * KIB, seed), "cmdline.txt": b"console=ttyAMA0\n"}
     sources = {}
     for fname, content in files.items():
+        (work / fname).parent.mkdir(parents=True, exist_ok=True)
         (work / fname).write_bytes(content)
         sources[fname] = work / fname
     boot = make_fat_image(work / "boot.vfat", sources, 8 * MIB, "AK-BOOT", f"seed{seed}")

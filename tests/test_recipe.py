@@ -127,6 +127,11 @@ def test_valid_recipe_loads(tmp_path: Path) -> None:
         "net_gateway",
         "net_interface",
         "data_volume",
+        "update_url",
+        "update_interval",
+        "update_window",
+        "update_allow_downgrade",
+        "update_status_port",
     ]
     site, domain, hostname = r.settings[:3]
     assert all(s.per_device and s.default is None for s in r.settings[3:])

@@ -113,6 +113,11 @@ def test_defaults_and_overrides(
         "net_interface": "",
         "site": str(public),  # relative to the current directory
         "tls": False,
+        "update_allow_downgrade": "",  # built in, per device: the update agent's
+        "update_interval": "",
+        "update_status_port": "",
+        "update_url": "",
+        "update_window": "",
         "token": "s3cret",
         "workers": 2,
     }

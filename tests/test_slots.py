@@ -97,6 +97,7 @@ def test_direct_boot_lets_the_initramfs_choose_with_a_watchdog() -> None:
     init = render_init(board, "6.12.0-test", slots.PARTITION_NUMBERS)
     assert ".appliancekit/slots/state" in init
     assert "heartbeat=" in init
+    assert "roothash=%s" in init  # the agent learns what it runs from /run
     # the try is taken off before the trial boots, by rename
     assert init.index("tries - 1") < init.index("find_partition ak-root-b")
     loader_chosen = find_board("cubieboard", PROJECT.boards_dir)

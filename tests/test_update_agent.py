@@ -205,7 +205,7 @@ def test_killed_while_downloading_and_while_writing_boots_v2(rig: Rig) -> None:
     publish(rig.v3.output_dir, rig.repo, rig.key)  # a good v3 again
     run_until_killed("downloading")
     # 2: part of the root has been sent and written into slot a
-    rig.server.on_range = kill_at("writing", 16 << 10)
+    rig.server.on_range = kill_at("writing", 1)
     boots_v2()
     run_until_killed("writing")
     rig.server.on_range = None

@@ -254,11 +254,11 @@ class UpdateMachine:
 
     def start(self) -> None:
         forwards = tuple(PortForward(g, h) for g, h in self.ports.items())
+        (self.workdir / "boot").mkdir(exist_ok=True)
         config = qemu_config(
             self.board, self.disk, self.manifest, self.workdir / "boot", forwards, snapshot=False
         )
         self.runs += 1
-        (self.workdir / "boot").mkdir(exist_ok=True)
         self.machine = Machine(
             replace(config, guest_reboots=True), self.workdir / f"run{self.runs}"
         )

@@ -58,8 +58,12 @@ def _is_build_input(name: str) -> bool:
     return name == "go.mod" or (name.endswith(".go") and not name.endswith("_test.go"))
 
 
-def build_go(source: Path, arch: str, cache_root: Path, *, name: str) -> GoBinary:
-    """`go build` of the main package in `source` for Debian architecture `arch`."""
+def build_go(
+    source: Path, arch: str, cache_root: Path, *, name: str, gocache: Path | None = None
+) -> GoBinary:
+    """`go build` of the main package in `source` for Debian architecture `arch`.
+    `gocache` (default: under cache_root) holds Go's own build cache: compiled packages,
+    which never change the linked bytes."""
     if arch not in GOARCH:
         raise ToolError(f"no Go target for architecture {arch!r} (known: {', '.join(GOARCH)})")
     version = go_version()
@@ -69,13 +73,13 @@ def build_go(source: Path, arch: str, cache_root: Path, *, name: str) -> GoBinar
     out_dir = Path(cache_root) / "go" / key
     binary = out_dir / name
     if not binary.is_file():
-        _compile(source, arch, binary, Path(cache_root))
+        _compile(source, arch, binary, Path(cache_root), gocache)
     return GoBinary(binary, sha256_file(binary), binary.stat().st_size, version, arch)
 
 
-def _compile(source: Path, arch: str, binary: Path, cache_root: Path) -> None:
+def _compile(source: Path, arch: str, binary: Path, cache_root: Path, gocache: Path | None) -> None:
     goarch, extra = GOARCH[arch]
-    gocache = cache_root / "go" / "gocache"
+    gocache = gocache or cache_root / "go" / "gocache"
     gocache.mkdir(parents=True, exist_ok=True)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
