@@ -14,16 +14,17 @@ import (
 	"time"
 )
 
-// ServiceUptime returns whether the service is up and for how many seconds.
+// ServiceUptime returns whether the service is up and for how many seconds (s6 2.13 calls
+// the seconds since the last up/down change "updownfor").
 func ServiceUptime(svstat, dir string) (bool, int, error) {
-	out, err := exec.Command(svstat, "-o", "up,seconds", dir).Output()
+	out, err := exec.Command(svstat, "-o", "up,updownfor", dir).Output()
 	if err != nil {
 		return false, 0, fmt.Errorf("s6-svstat %s: %v", filepath.Base(dir), err)
 	}
 	return ParseSvstat(string(out))
 }
 
-// ParseSvstat reads `s6-svstat -o up,seconds` output ("true 42").
+// ParseSvstat reads `s6-svstat -o up,updownfor` output ("true 42").
 func ParseSvstat(out string) (bool, int, error) {
 	fields := strings.Fields(out)
 	if len(fields) != 2 {
