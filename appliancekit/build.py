@@ -61,7 +61,7 @@ from appliancekit.rootfs import build_root
 from appliancekit.seal import seal_tree
 from appliancekit.settings_kinds import as_text
 from appliancekit.sourcedate import source_date_epoch
-from appliancekit.sources import pypi
+from appliancekit.sources import npm, pypi
 from appliancekit.sources.debian import (
     DEFAULT_MIRRORS,
     AptSource,
@@ -202,6 +202,7 @@ def build(
             " with the NixOS backend",
         )
     python = pypi.plan(plan.recipe, plan.board.arch.value)  # lock only: fails fast, no network
+    node = npm.plan(plan.recipe, plan.board.arch.value)  # the same for npm packages
     debian = debian_inputs(plan, cache, reporter, refresh=refresh, mirrors=mirrors)
     apt = debian.target
     sources = resolve_sources(plan, apt)
@@ -245,6 +246,12 @@ def build(
     agent = monitoring_agent.install(
         cache, plan.recipe.monitoring is not None, plan.board.arch.value
     )
+    node_modules = npm.NpmInstall()
+    if node is not None:
+        with reporter.progress("npm packages", total=len(node.packages)) as task:
+            node_modules = npm.install(
+                cache, node, [unpacked[p] for p in sources.root], progress=task.advance
+            )
 
     with work_dir(plan.images_dir, f"{plan.name}.") as work:
         manifest = _build_into(
@@ -259,6 +266,7 @@ def build(
             debian.lock,
             agent,
             agent_binary,
+            node_modules,
         )
         replace_dir(work / "out", plan.output_dir, scratch=work)
     return BuildResult(plan.output_dir, manifest, True, time.monotonic() - started)
@@ -417,9 +425,11 @@ def _build_into(
     lock: Mapping[str, object] | None = None,
     agent: monitoring_agent.AgentInstall | None = None,
     agent_binary: GoBinary | None = None,
+    node_modules: npm.NpmInstall | None = None,
 ) -> Manifest:
     wheels = wheels or pypi.PythonInstall()
     agent = agent or monitoring_agent.AgentInstall()
+    node_modules = node_modules or npm.NpmInstall()
     out = work / "out"
     out.mkdir()
     board = plan.board
@@ -441,6 +451,7 @@ def _build_into(
         [unpacked[p] for p in sources.root + sources.agent]
         + list(wheels.packages)
         + list(agent.packages)
+        + list(node_modules.packages)
     )
     root_plan = build_root(root_packages, plan.recipe, plan.settings, board)
     # how this board's loader switches slots, for the update agent (boot/slotswitch.py)
@@ -452,7 +463,7 @@ def _build_into(
             install_agent(root_plan.tree, plan.recipe, board, agent_binary, plan.update_key, epoch),
         )
     reporter.step("minimising")
-    tree, report = minimise(root_plan.tree, board.arch, requests)
+    tree, report = minimise(root_plan.tree, board.arch, requests + node_modules.requests)
     agent_bytes = _agent_bytes(tree, sources.agent, agent_binary)
     staging = work / "root"
     materialise(tree, staging)
@@ -526,13 +537,17 @@ def _build_into(
                 "sealed_root_bytes": sealed_size,
                 **slot_sizes,
                 "agent_bytes": agent_bytes,
+                **({"npm": node_modules.trim.to_json()} if node_modules.trim else {}),
             },
             indent=2,
             sort_keys=True,
         )
         + "\n"
     )
-    (out / SIZE_REPORT_TEXT).write_text(_size_text(report, sealed_size, slot_sizes, agent_bytes))
+    (out / SIZE_REPORT_TEXT).write_text(
+        _size_text(report, sealed_size, slot_sizes, agent_bytes)
+        + (f"\n{node_modules.trim.to_text()}" if node_modules.trim else "")
+    )
     manifest = Manifest(
         name=plan.name,
         recipe=plan.recipe.name,
@@ -557,7 +572,8 @@ def _build_into(
             for p in group
         ]
         + list(wheels.manifest)
-        + list(agent.manifest),
+        + list(agent.manifest)
+        + list(node_modules.manifest),
         kernel_version=kernel.version,
         kernel_cmdline=cmdline,
         initramfs_modules=list(initramfs.modules),

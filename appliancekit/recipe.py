@@ -33,6 +33,17 @@ errors, with a "did you mean" suggestion)::
     keep_sources = []            # with sources = false: patterns of .py files kept anyway
                                  # (code that looks for a module's file by name)
 
+    [npm]                        # npm packages run by the suite's Debian Node (nodejs)
+    requirements = ["ipfs@0.66.1"]  # required; top-level pins (NAME@X.Y.Z)
+    lock = "npm.lock"            # in the recipe dir; every package with its integrity hash:
+                                 # python -m appliancekit.sources.npm lock recipes/NAME
+    prefix = "/usr/lib/npm"      # node_modules/ goes under here
+    omit_optional = false        # true: leave out packages only optional dependencies need
+    overrides = {}               # NAME = "VERSION": npm's overrides, for a dependency whose
+                                 # newer releases broke semver (the lock records them)
+    exclude = []                 # fnmatch patterns of absolute paths also left out (tests,
+                                 # docs, type definitions, other platforms' binaries always are)
+
     [settings.NAME]              # NAME: [A-Za-z_][A-Za-z0-9_]* (used as {{ settings.NAME }})
     kind = "path"                # required: string|path|domain|secret|int|bool|email|domains
                                  # |users|hostname|address (values: settings_kinds.py)
@@ -366,6 +377,18 @@ class MonitoringSection:
 
 
 @dataclass(frozen=True)
+class NpmSection:
+    """npm packages (pinned by a lock file in the recipe dir) for the Debian Node."""
+
+    requirements: tuple[str, ...]  # top-level NAME@VERSION pins
+    lock: str = "npm.lock"
+    prefix: str = "/usr/lib/npm"
+    omit_optional: bool = False
+    overrides: tuple[tuple[str, str], ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     summary: str
@@ -388,6 +411,7 @@ class Recipe:
     python: PythonSection | None = None
     content: tuple[ContentTree, ...] = ()  # trees pulled from git by content-sync
     monitoring: MonitoringSection | None = None
+    npm: NpmSection | None = None
 
 
 @dataclass(frozen=True)
@@ -470,6 +494,19 @@ _PYTHON = (
     Field("sources", boolean(), default=True),
     Field("keep_sources", list_of(abs_path()), default=()),
 )
+_NPM_PIN_RE = r"(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*@\d+\.\d+\.\d+[0-9A-Za-z.+-]*"
+_NPM = (
+    Field(
+        "requirements",
+        list_of(string(pattern=_NPM_PIN_RE, hint="pin it: NAME@X.Y.Z"), nonempty=True),
+        required=True,
+    ),
+    Field("lock", _template_name, default="npm.lock"),
+    Field("prefix", abs_path(), default="/usr/lib/npm"),
+    Field("omit_optional", boolean(), default=False),
+    Field("overrides", string_table(), default=()),
+    Field("exclude", list_of(abs_path()), default=()),
+)
 _SETTING = (
     Field("kind", choice(SettingKind, what="setting kind"), required=True),
     Field("default", anything(), default=None),
@@ -530,6 +567,7 @@ _RECIPE = (
     Field("appliance", table(_APPLIANCE), required=True),
     Field("debian", table(_DEBIAN), default=None),
     Field("python", table(_PYTHON), default=None),
+    Field("npm", table(_NPM), default=None),
     Field(
         "settings",
         map_of(
@@ -651,6 +689,20 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
                 f"lock file {python.lock!r} does not exist; generate it with "
                 f"`python -m appliancekit.sources.pypi lock {directory}`",
             )
+    npm = None
+    if top["npm"] is not None:
+        if backend != "debian":
+            src.fail(("npm",), "[npm] needs the debian backend")
+        npm = NpmSection(**top["npm"])
+        lock = (directory / npm.lock).resolve()
+        if not lock.is_relative_to(directory.resolve()):
+            src.fail(("npm", "lock"), f"lock file {npm.lock!r} is outside the recipe directory")
+        if not lock.is_file():
+            src.fail(
+                ("npm", "lock"),
+                f"lock file {npm.lock!r} does not exist; generate it with "
+                f"`python -m appliancekit.sources.npm lock {directory}`",
+            )
     recipe = Recipe(
         name=app["name"],
         summary=app["summary"],
@@ -675,6 +727,7 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
             {s.name: (s.kind, s.per_device) for s in settings},
             [t.path for t in trees] + list(top["data"]["paths"] if top["data"] else ()),
         ),
+        npm=npm,
     )
     if top["monitoring"] is not None:
         if backend != "debian":

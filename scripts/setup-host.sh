@@ -21,6 +21,8 @@ packages=(
   pdns-server pdns-backend-sqlite3 sqlite3
   chromium chromium-driver
   golang-go openssh-client s6
+  golang-go openssh-client
+  nodejs npm serf tmux
 )
 if [ "$extra" = bench ]; then
   packages+=(mmdebstrap qemu-user-static binfmt-support arch-test)
