@@ -326,3 +326,25 @@ def test_the_peoples_cloud_lock_is_read_for_every_architecture() -> None:
         plan = npm.plan(recipe, arch)
         assert plan is not None
         assert "ipfs" in {p.name for p in plan.packages}
+
+
+def test_debian_nodes_externalized_builtins_are_kept(tmp_path: Path) -> None:
+    lib = tmp_path / "usr/lib/aarch64-linux-gnu/libnode.so.115"
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(
+        b'\0junk"NODE_SHARED_BUILTIN_ACORN_PATH=/usr/share/nodejs/acorn/dist/acorn.js", '
+        b'"NODE_SHARED_BUILTIN_UNDICI_UNDICI_PATH=/usr/share/nodejs/undici/undici-fetch.js"\0'
+    )
+    from appliancekit.sources.unpack import PackageFile
+
+    libnode = UnpackedPackage(
+        DebPackage("libnode115", "20", "arm64", "0" * 64, 0, ""),
+        tmp_path,
+        (PackageFile("/usr/lib/aarch64-linux-gnu/libnode.so.115", "file", 0o644, 0, 0, 1),),
+    )
+    from appliancekit.sources.npm.install import node_builtins
+
+    assert node_builtins([NODE, libnode]) == (
+        "/usr/share/nodejs/acorn/dist/acorn.js",
+        "/usr/share/nodejs/undici/undici-fetch.js",
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -96,11 +97,31 @@ def install(
     keep, libraries, report = _trim(npm, unpacked)
     request = ClosureRequest(
         executables=(NODE,),
-        keep=tuple(keep),
+        keep=tuple(keep) + node_builtins(debian),
         libraries=tuple(libraries),
         origin=f"{recipe_file}: npm",
     )
     return NpmInstall(tuple(unpacked), (request,), tuple(manifest), report)
+
+
+# Debian builds Node with some builtins (acorn, cjs-module-lexer, undici, ...) kept out of
+# libnode and read from /usr/share/nodejs at start-up; without them node aborts ("Cannot
+# load externalized builtin"). libnode names them in its embedded build configuration.
+_SHARED_BUILTIN = re.compile(rb"NODE_SHARED_BUILTIN_[A-Z0-9_]+_PATH=(/usr/share/nodejs/[A-Za-z0-9_./+-]+)")
+
+
+def node_builtins(debian: Sequence[UnpackedPackage]) -> tuple[str, ...]:
+    """The files Debian's libnode loads its externalized builtins from."""
+    found: set[str] = set()
+    for unpacked in debian:
+        if not unpacked.package.name.startswith("libnode"):
+            continue
+        for item in unpacked.files:
+            name = posixpath.basename(item.path)
+            if item.kind == "file" and name.startswith("libnode.so"):
+                data = unpacked.host_path(item.path).read_bytes()
+                found.update(m.decode() for m in _SHARED_BUILTIN.findall(data))
+    return tuple(sorted(found))
 
 
 def _native_addons(tree: PrefixedPackage, arch: str) -> list[str] | None:
