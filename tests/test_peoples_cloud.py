@@ -35,7 +35,15 @@ from appliancekit.swarm.testbed import Swarm, new_cluster, node_settings, start_
 
 from .conftest import PROJECT, REPO, ApplianceCache
 
-pytestmark = pytest.mark.slow
+# Opt-in until it has been seen passing: js-ipfs's first boot (init, then the daemon) costs
+# minutes of CPU per node under TCG, far beyond this test's share of `make test`.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("APPLIANCEKIT_SWARM_TEST") != "1",
+        reason="set APPLIANCEKIT_SWARM_TEST=1: three js-ipfs nodes under TCG take tens of minutes",
+    ),
+]
 
 BOARD = "qemu-virt-arm64"
 NAMES = ("a", "b", "c")
