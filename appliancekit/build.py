@@ -385,7 +385,6 @@ IMAGE_CODE = (
     "supervisor.py",
     "tomlsource.py",
     "tree.py",
-    "backup",
     "boot",
     "sources",
     "content",
