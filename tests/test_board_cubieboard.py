@@ -134,7 +134,11 @@ def test_layout(built: BuildResult, tmp_path: Path) -> None:
         env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
     ).stdout
     files = {line.strip().removeprefix("::/") for line in listing.splitlines()}
-    assert {f for f in files if not f.endswith("/")} - {"extlinux"} == BOOT_FILES
+    top = {f for f in files if not f.endswith("/") and not f.startswith("slot-")}
+    assert top - {"extlinux"} == BOOT_FILES
+    # slot A carries its own kernel, initramfs, device tree and command line (two slots)
+    slot_a = {f.removeprefix("slot-a/") for f in files if f.startswith("slot-a/")}
+    assert {"vmlinuz", "initrd.img", "sun4i-a10-cubieboard.dtb", "cmdline.txt"} <= slot_a
 
     extract_fat_file(disk, offset, "extlinux/extlinux.conf", tmp_path / "extlinux.conf")
     conf = (tmp_path / "extlinux.conf").read_text()
