@@ -241,11 +241,11 @@ SHARED_HOMEPAGE = re.compile(r'homepage_image|homepage_cli_test|"homepage",\s*"q
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    modules = {item.module for item in items if isinstance(item, pytest.Function)}
     shared_modules = {
-        item.module.__name__
-        for item in items
-        if isinstance(item, pytest.Function)
-        and SHARED_HOMEPAGE.search(Path(item.module.__file__).read_text())
+        module.__name__
+        for module in modules
+        if SHARED_HOMEPAGE.search(Path(module.__file__).read_text())
     }
     for item in items:
         module = item.module.__name__ if isinstance(item, pytest.Function) else item.nodeid
