@@ -20,10 +20,15 @@ packages=(
   device-tree-compiler busybox-static minisign golang-go
   pdns-server pdns-backend-sqlite3 sqlite3
   chromium chromium-driver
-  golang-go openssh-client s6
-  golang-go openssh-client
-  nodejs npm serf tmux
+  openssh-client s6
+  serf tmux
 )
+# Node.js and npm (sources/npm locks and fetches People's Cloud's packages): a machine that
+# already has both commands (e.g. a vendor's nodejs package, which bundles npm and conflicts
+# with Debian's npm package) keeps them; only a machine without them gets Debian's.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
 if [ "$extra" = bench ]; then
   packages+=(mmdebstrap qemu-user-static binfmt-support arch-test)
 fi
