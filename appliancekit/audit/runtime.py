@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING
 
 from appliancekit.audit.registry import AuditReport, CheckResult
 from appliancekit.board import Board
-from appliancekit.boottest import probes_from_manifest, qemu_config
+from appliancekit.boottest import FATAL, HANDOVER, probes_from_manifest, qemu_config
 from appliancekit.cloud.network import Cluster, Lan
 from appliancekit.errors import ToolError
 from appliancekit.flash import read_device_settings, write_device_settings
 from appliancekit.manifest import Manifest
 from appliancekit.probes import forward_map, forwards_for, wait_for_probes
-from appliancekit.qemu import BootError
-from appliancekit.recipe import ProbePhase
+from appliancekit.qemu import BootError, Machine
+from appliancekit.recipe import Probe, ProbePhase
 
 if TYPE_CHECKING:
     from appliancekit.cloud.boot import BootedCloud
@@ -106,6 +106,31 @@ def scan_results(
             )
         )
     return results
+
+
+def wait_until_answering(
+    name: str,
+    machine: Machine,
+    probes: Sequence[Probe],
+    forwards: Mapping[tuple[int, str], int],
+    timeout: float,
+) -> None:
+    """Wait for the machine's hand-over to its services, then for its probes.
+
+    As in a boot test: each probe's own timeout (60 s for most) counts from the hand-over,
+    not from QEMU's start, which under emulation on a loaded machine can be minutes away."""
+    deadline = time.monotonic() + timeout
+    try:
+        machine.wait_for_serial(HANDOVER, timeout)
+    except BootError as exc:
+        raise ToolError(f"{name} did not boot, nothing to scan: {exc.message}") from None
+    if FATAL.search(machine.serial_text()):
+        raise ToolError(f"{name} did not boot, nothing to scan: {machine.failure_tail(5)}")
+    answers = wait_for_probes(probes, forwards, max(1.0, deadline - time.monotonic()), machine)
+    failed = [r for r in answers if not r.ok]
+    if failed:
+        detail = "; ".join(f"{r.name}: {r.detail}" for r in failed)
+        raise ToolError(f"{name} did not answer its probes, nothing to scan: {detail}")
 
 
 def scanner_card(
@@ -193,11 +218,7 @@ def audit_boot(
             manifest.name, qemu_config(board, card, manifest, workdir / "vm", forwards)
         )
         machine.start()
-        answers = wait_for_probes(probes, forward_map(forwards), timeout, machine)
-        failed = [r for r in answers if not r.ok]
-        if failed:
-            detail = "; ".join(f"{r.name}: {r.detail}" for r in failed)
-            raise ToolError(f"{manifest.name} did not answer its probes, nothing to scan: {detail}")
+        wait_until_answering(manifest.name, machine, probes, forward_map(forwards), timeout)
         try:
             scanned = scan(
                 cluster,
@@ -245,16 +266,13 @@ def scan_cloud(
             )
             if p.phase != ProbePhase.REBOOT
         ]
-        answers = wait_for_probes(
+        wait_until_answering(
+            name,
+            member.machine,
             probes,
             forward_map(member.forwards),
             max(1.0, deadline - time.monotonic()),
-            member.machine,
         )
-        failed = [r for r in answers if not r.ok]
-        if failed:
-            detail = "; ".join(f"{r.name}: {r.detail}" for r in failed)
-            raise ToolError(f"{name} did not answer its probes, nothing to scan: {detail}")
         targets.append(Target(name, str(card.member.address), declared_ports(card.manifest)))
     own = scanner_address(booted.cloud.network, [t.address for t in targets])
     try:
