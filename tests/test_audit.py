@@ -326,7 +326,10 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, compliant: Path) -> None:
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
     unknown = run_cli("audit", str(compliant), "--check", "nope")
     assert unknown.returncode == 2 and "unknown audit check 'nope'" in unknown.stderr
-    assert "Traceback" not in missing.stderr + unknown.stderr
+    ports = run_cli("audit", "--boot", str(compliant), "--ports", "1-99999")
+    assert ports.returncode == 2 and "--ports" in ports.stderr
+    assert len(ports.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in missing.stderr + unknown.stderr + ports.stderr
 
 
 @pytest.mark.slow

@@ -37,6 +37,13 @@ if TYPE_CHECKING:
 @click.option(
     "--timeout", type=float, default=900.0, show_default=True, help="--boot: seconds allowed."
 )
+@click.option(
+    "--ports",
+    default="1-65535",
+    show_default=True,
+    help="--boot: TCP ports to scan, in nmap's syntax (1-1024,8080); declared ports are "
+    "always added.",
+)
 @json_option
 @click.pass_context
 @handle_errors
@@ -47,6 +54,7 @@ def audit_command(
     only: tuple[str, ...],
     boot: bool,
     timeout: float,
+    ports: str,
     json_mode: bool,
 ) -> None:
     """Check a sealed image: verity, no shell or login, no setuid or world-writable files,
@@ -61,7 +69,10 @@ def audit_command(
     if boot:
         if only:
             raise UserError("--check selects static checks; --boot runs the runtime ones")
-        report = _boot_audit(image_dir, timeout, reporter_from(ctx, json_mode))
+        from appliancekit.audit.runtime import port_spec
+
+        port_spec(ports, [])  # a bad --ports fails now, not after the boot
+        report = _boot_audit(image_dir, timeout, ports, reporter_from(ctx, json_mode))
     else:
         report = run_audit(image_dir, only=only)
     if junit is not None:
@@ -74,7 +85,7 @@ def audit_command(
         sys.exit(1)
 
 
-def _boot_audit(image_dir: Path, timeout: float, reporter: Reporter) -> AuditReport:
+def _boot_audit(image_dir: Path, timeout: float, ports: str, reporter: Reporter) -> AuditReport:
     from appliancekit.audit.runtime import SCANNER_BOARD, SCANNER_RECIPE, audit_boot
     from appliancekit.board import find_board
     from appliancekit.commands.build import make_plan, run_build
@@ -95,6 +106,7 @@ def _boot_audit(image_dir: Path, timeout: float, reporter: Reporter) -> AuditRep
             find_board(SCANNER_BOARD, project.boards_dir),
             Path(work),
             timeout=timeout,
+            ports=ports,
         )
 
 

@@ -250,6 +250,12 @@ def test_command(
 @click.option(
     "--timeout", default=1200.0, show_default=True, help="Seconds for the boot and the scan."
 )
+@click.option(
+    "--ports",
+    default="1-65535",
+    show_default=True,
+    help="TCP ports to scan, in nmap's syntax (1-1024,8080); declared ports are always added.",
+)
 @json_option
 @click.pass_context
 @handle_errors
@@ -259,6 +265,7 @@ def audit_command(
     images: Path | None,
     junit: Path | None,
     timeout: float,
+    ports: str,
     json_mode: bool,
 ) -> None:
     """The runtime audit of every member: boot the cloud, wait until each member answers its
@@ -266,10 +273,11 @@ def audit_command(
     network. A member fails when a port answers that it does not declare, or a declared port
     does not answer. Exits 0 when every member passes, 1 otherwise."""
     from appliancekit.audit import to_json, to_junit, to_text
-    from appliancekit.audit.runtime import SCANNER_BOARD, SCANNER_RECIPE, scan_cloud
+    from appliancekit.audit.runtime import SCANNER_BOARD, SCANNER_RECIPE, port_spec, scan_cloud
     from appliancekit.board import find_board
     from appliancekit.commands.build import make_plan
 
+    port_spec(ports, [])  # a bad --ports fails now, not after the boot
     cloud = _load(name)
     secrets = _secrets(cloud, images)
     builds = _builds(ctx, cloud, secrets, images, json_mode)
@@ -285,6 +293,7 @@ def audit_command(
                 scanner.manifest,
                 find_board(SCANNER_BOARD, find_project().boards_dir),
                 timeout=timeout,
+                ports=ports,
             )
     if junit is not None:
         try:
