@@ -104,6 +104,7 @@ TOOLS: tuple[HostTool, ...] = (
     HostTool("minisign", "minisign", "signing releases; the update agent"),
     HostTool("openssl", "openssl", "cloud keys (DKIM)"),
     HostTool("go", "golang-go", "the monitoring agent (images with [monitoring])"),
+    HostTool("lynis", "lynis", "audit --lynis"),
 )
 
 FILES: tuple[HostFile, ...] = (

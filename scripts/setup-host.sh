@@ -8,7 +8,8 @@ extra="${1:-}"
 # golang-go: builds content-sync (appliancekit/content/program), a static Go program, for
 # every board, and the monitoring agent (appliancekit/monitoring/agent) for images with
 # [monitoring]; openssh-client's ssh-keygen signs the content tests' commits; s6: the
-# monitoring agent's test runs it against a real s6-supervise on the host.
+# monitoring agent's test runs it against a real s6-supervise on the host. lynis: the
+# optional `audit --lynis` check.
 # nix-bin: Debian 12's is Nix 2.8, which the tests use to parse and evaluate rendered flakes.
 # It cannot build them (nixpkgs needs Nix >= 2.18): see appliancekit/nixos/nixversion.py.
 packages=(
@@ -20,7 +21,7 @@ packages=(
   device-tree-compiler busybox-static minisign golang-go
   pdns-server pdns-backend-sqlite3 sqlite3
   chromium chromium-driver
-  openssh-client s6
+  openssh-client s6 lynis
   serf tmux
 )
 # Node.js and npm (sources/npm locks and fetches People's Cloud's packages): a machine that

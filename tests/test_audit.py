@@ -332,6 +332,48 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, compliant: Path) -> None:
     assert "Traceback" not in missing.stderr + unknown.stderr + ports.stderr
 
 
+LYNIS_REPORT = """# Lynis Report
+suggestion[]=LYNIS|This release is more than 4 months old.|-|-|
+warning[]=AUTH-9204|Multiple users with UID 0 found in passwd file|-|-|
+suggestion[]=SHLL-6211|Check /etc/shells|/bin/sh|-|
+user_with_uid_zero[]=toor:0
+"""
+
+
+def test_lynis_report_parsing() -> None:
+    from appliancekit.audit.lynis import parse_report
+
+    assert [str(f) for f in parse_report(LYNIS_REPORT)] == [
+        "warning AUTH-9204: Multiple users with UID 0 found in passwd file",
+        "suggestion SHLL-6211: Check /etc/shells (/bin/sh)",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("lynis"), reason="lynis not installed (setup-host.sh)")
+def test_lynis_on_the_extracted_root(tmp_path: Path, compliant: Path) -> None:
+    """Real Lynis with --rootdir: nothing on the compliant root; a second UID-0 account and
+    a duplicate UID (both in the image's /etc/passwd, not the host's) fail the check."""
+    ok = run_cli("audit", str(compliant), "--lynis", "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    lynis = {c["name"]: c for c in json.loads(ok.stdout)["checks"]}["lynis"]
+    assert lynis["status"] == "passed" and lynis["findings"] == [], lynis
+
+    def accounts(root: Path) -> None:
+        passwd = root / "etc/passwd"
+        passwd.write_text(passwd.read_text() + "toor:x:0:0::/:/nonexistent\n")
+        passwd.write_text(passwd.read_text() + "www2:x:33:33::/:/nonexistent\n")
+
+    bad = make_image(tmp_path / "bad", accounts)
+    report = run_audit(bad, lynis=True)
+    result = next(r for r in report.results if r.name == "lynis")
+    assert result.status == "failed" and not report.passed
+    assert result.findings[:2] == (
+        "warning AUTH-9204: Multiple users with UID 0 found in passwd file",
+        "warning AUTH-9208: Multiple accounts found with same UID",
+    )
+
+
 @pytest.mark.slow
 def test_real_homepage_image_is_compliant(homepage_image: Path) -> None:
     report = run_audit(homepage_image)

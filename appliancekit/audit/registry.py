@@ -72,8 +72,9 @@ class AuditReport:
         }
 
 
-def run_audit(image_dir: Path, *, only: tuple[str, ...] = ()) -> AuditReport:
-    """Run every registered check (or those named in `only`) on the image in `image_dir`."""
+def run_audit(image_dir: Path, *, only: tuple[str, ...] = (), lynis: bool = False) -> AuditReport:
+    """Run every registered check (or those named in `only`) on the image in `image_dir`;
+    with `lynis`, also Lynis on the extracted root (audit/lynis.py)."""
     unknown = sorted(set(only) - set(CHECKS))
     if unknown:
         from appliancekit.errors import UserError
@@ -98,4 +99,8 @@ def run_audit(image_dir: Path, *, only: tuple[str, ...] = ()) -> AuditReport:
             results.append(
                 CheckResult(spec.name, spec.title, status, findings, time.monotonic() - start)
             )
+        if lynis:
+            from appliancekit.audit.lynis import lynis_result
+
+            results.append(lynis_result(image))
     return AuditReport(str(image_dir), tuple(results))

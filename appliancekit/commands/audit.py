@@ -44,6 +44,12 @@ if TYPE_CHECKING:
     help="--boot: TCP ports to scan, in nmap's syntax (1-1024,8080); declared ports are "
     "always added.",
 )
+@click.option(
+    "--lynis",
+    is_flag=True,
+    help="Also run Lynis (Debian's lynis) with --rootdir on the extracted root: its account "
+    "file tests; a Lynis warning fails the audit.",
+)
 @json_option
 @click.pass_context
 @handle_errors
@@ -55,6 +61,7 @@ def audit_command(
     boot: bool,
     timeout: float,
     ports: str,
+    lynis: bool,
     json_mode: bool,
 ) -> None:
     """Check a sealed image: verity, no shell or login, no setuid or world-writable files,
@@ -67,14 +74,15 @@ def audit_command(
     from appliancekit.audit import run_audit, to_json, to_junit, to_text
 
     if boot:
-        if only:
-            raise UserError("--check selects static checks; --boot runs the runtime ones")
+        if only or lynis:
+            option = "--check" if only else "--lynis"
+            raise UserError(f"{option} selects static checks; --boot runs the runtime ones")
         from appliancekit.audit.runtime import port_spec
 
         port_spec(ports, [])  # a bad --ports fails now, not after the boot
         report = _boot_audit(image_dir, timeout, ports, reporter_from(ctx, json_mode))
     else:
-        report = run_audit(image_dir, only=only)
+        report = run_audit(image_dir, only=only, lynis=lynis)
     if junit is not None:
         try:
             junit.write_text(to_junit(report))
