@@ -13,11 +13,7 @@ import pytest
 
 from .conftest import ApplianceCache, run_cli
 
-pytestmark = [
-    pytest.mark.slow,
-    # Not yet run: the same full-port scan as test_monitoring_cloud.py, too slow here so far.
-    pytest.mark.skip(reason="not yet run end to end: the full-port scan is too slow here"),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(2400)
