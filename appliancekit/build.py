@@ -23,7 +23,7 @@ from appliancekit.agent.gobuild import GoBinary, build_go
 from appliancekit.agent.install import UPDATER, agent_service, install_agent
 from appliancekit.atomic import replace_dir
 from appliancekit.board import Board
-from appliancekit.boot import BootInputs, boot_path
+from appliancekit.boot import BootInputs, BootLayout, boot_path
 from appliancekit.boot import initramfs as initramfs_stage
 from appliancekit.boot.kmod import find_kernel
 from appliancekit.boot.slotswitch import SLOTS_JSON, render_slots_json
@@ -489,19 +489,12 @@ def _build_into(
             seed=inputs,
         )
     )
-    slot_a = slots.boot_dir("a")
-    boot_files = {**boot.files, **{f"{slot_a}/{n}": p for n, p in boot.slot_files.items()}}
-    slot_boot_bytes = sum(p.stat().st_size for p in boot.slot_files.values())
-    # room for slot B's boot files too: the first update writes them
-    boot_bytes = sum(p.stat().st_size for p in boot_files.values()) + slot_boot_bytes
-    boot_size = max(board.disk.boot_size_mib * MIB, _round_mib(boot_bytes * 1.1 + 4 * MIB))
-    boot_image = make_fat_image(
-        work / "boot.vfat",
-        boot_files,
-        boot_size,
-        "AK-BOOT",
+    boot_parts, boot_size, slot_boot_bytes = _boot_partitions(
+        boot,
+        board,
+        work,
         inputs,
-        epoch=max(epoch, FAT_EPOCH),  # FAT cannot say anything before 1980
+        max(epoch, FAT_EPOCH),  # FAT cannot say anything before 1980
     )
 
     reporter.step("assembling the disk image")
@@ -510,7 +503,7 @@ def _build_into(
         board.disk.table.value,
         board.arch.value,
         [
-            PartitionSpec("ak-boot", boot.role, boot_size, boot_image, bootable=True),
+            *boot_parts,
             PartitionSpec(
                 slots.partition_name("a"), PartitionRole.ROOT, slot_size, slot_image.path
             ),
@@ -590,9 +583,10 @@ def _build_into(
             SlotRecord(
                 name=slot,
                 partition=slots.partition_name(slot),
-                boot_dir=slots.boot_dir(slot),
+                boot_dir="" if boot.slot_partitions else slots.boot_dir(slot),
                 boot_files=tuple(sorted(boot.slot_files)),
                 written=slot == "a",
+                boot_partition=f"ak-boot-{slot}" if boot.slot_partitions else "ak-boot",
             )
             for slot in slots.SLOTS
         ),
@@ -632,6 +626,52 @@ def _build_into(
     bmap = write_image_bmap(out)
     write_sha256sums(out, [DISK, MANIFEST, SIZE_REPORT_JSON, SIZE_REPORT_TEXT, bmap.name])
     return manifest
+
+
+def _boot_partitions(
+    boot: BootLayout, board: Board, work: Path, seed: str, epoch: int
+) -> tuple[list[PartitionSpec], int, int]:
+    """The boot partition (or ESP) with slot A's boot files in its directory, or, when the
+    loader picks partitions (`slot_partitions`), the boot partition and one FAT partition
+    per slot. Returns the partitions, the boot partition's size and one slot's boot bytes."""
+    slot_boot_bytes = sum(p.stat().st_size for p in boot.slot_files.values())
+    if boot.slot_partitions:
+        top_bytes = sum(p.stat().st_size for p in boot.files.values())
+        boot_size = max(4 * MIB, _round_mib(top_bytes * 1.1 + 2 * MIB))
+        slot_size = max(board.disk.boot_size_mib * MIB, _round_mib(slot_boot_bytes * 1.1 + 4 * MIB))
+        parts = [
+            PartitionSpec(
+                "ak-boot",
+                boot.role,
+                boot_size,
+                make_fat_image(
+                    work / "boot.vfat", boot.files, boot_size, "AK-BOOT", seed, epoch=epoch
+                ),
+                bootable=True,
+            )
+        ]
+        for slot in slots.SLOTS:
+            # slot B's is an empty filesystem: the agent has files to write, no mkfs
+            files = boot.slot_files if slot == "a" else {}
+            label = f"AK-BOOT-{slot.upper()}"
+            image = make_fat_image(
+                work / f"boot-{slot}.vfat", files, slot_size, label, seed, epoch=epoch
+            )
+            parts.append(PartitionSpec(f"ak-boot-{slot}", boot.role, slot_size, image))
+        return parts, boot_size, slot_boot_bytes
+    slot_a = slots.boot_dir("a")
+    boot_files = {**boot.files, **{f"{slot_a}/{n}": p for n, p in boot.slot_files.items()}}
+    # room for slot B's boot files too: the first update writes them
+    boot_bytes = sum(p.stat().st_size for p in boot_files.values()) + slot_boot_bytes
+    boot_size = max(board.disk.boot_size_mib * MIB, _round_mib(boot_bytes * 1.1 + 4 * MIB))
+    boot_image = make_fat_image(
+        work / "boot.vfat", boot_files, boot_size, "AK-BOOT", seed, epoch=epoch
+    )
+    return (
+        [PartitionSpec("ak-boot", boot.role, boot_size, boot_image, bootable=True)],
+        boot_size,
+        slot_boot_bytes,
+    )
 
 
 def kernel_cmdline(board: Board, verity_words: Sequence[str], slot: str = "a") -> str:

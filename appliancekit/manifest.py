@@ -116,6 +116,9 @@ class SlotRecord:
     boot_dir: str  # "slot-a"
     boot_files: tuple[str, ...] = ()  # names inside boot_dir
     written: bool = False
+    # the FAT partition holding boot_dir: "ak-boot", or the slot's own ("ak-boot-a") where the
+    # loader picks partitions (the Pi's autoboot.txt; boot_dir is then "")
+    boot_partition: str = "ak-boot"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Cubieboard (Allwinner A10, armhf): U-Boot's SPL at 8 KiB on an MBR SD image, U-Boot's
-distro boot reading extlinux/extlinux.conf and uboot.env from the FAT partition.
+distro boot reading uboot.env and boot.scr from the FAT partition; the script picks a slot
+(bootcount, test_slot_boot.py) and boots its slot-X/extlinux.conf.
 
 Fast tests: the board file, extlinux.conf, the U-Boot environment file (default environment
 found in the boot loader image, changes, CRC). Slow tests build the homepage appliance
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from appliancekit.board import Architecture, BootPath, PartitionTable, find_board
-from appliancekit.boot import uboot
+from appliancekit.boot import uboot, ubootcount
 from appliancekit.build import BuildPlan, BuildResult, build
 from appliancekit.cache import Cache, default_cache_dir
 from appliancekit.disk import extract_fat_file
@@ -34,11 +35,13 @@ from .conftest import PROJECT, ApplianceCache, boot_twice_on_a_bigger_disk, sd_c
 MIB = 1 << 20
 BOARD = find_board("cubieboard", PROJECT.boards_dir)
 BOOT_FILES = {
-    "extlinux/extlinux.conf",
-    "vmlinuz",
-    "initrd.img",
-    "sun4i-a10-cubieboard.dtb",
+    "boot.scr",
+    "ak-bootcount.env",
     "uboot.env",
+    "slot-a/extlinux.conf",
+    "slot-a/vmlinuz",
+    "slot-a/initrd.img",
+    "slot-a/sun4i-a10-cubieboard.dtb",
 }
 ENV_SIZE = int(dict(BOARD.firmware.config)["env_size"], 0)
 
@@ -63,6 +66,20 @@ def test_extlinux_conf() -> None:
     assert "kernel /vmlinuz" in lines and "initrd /initrd.img" in lines
     assert "fdt /sun4i-a10-cubieboard.dtb" in lines
     assert "append console=ttyS0 a=b" in lines
+    # a slot's: relative to its directory, which U-Boot's sysboot resolves them against
+    text = uboot.render_extlinux(BOARD, "vmlinuz", "x.dtb", "a=b", relative=True)
+    lines = [line.strip() for line in text.splitlines()]
+    assert "kernel vmlinuz" in lines and "initrd initrd.img" in lines and "fdt x.dtb" in lines
+
+
+def test_slot_switch_is_bootcount() -> None:
+    switch = uboot.slot_switch(BOARD)
+    assert switch.mechanism == "uboot-bootcount" and switch.implemented and switch.tries == 1
+    assert switch.paths == {
+        "script": "boot.scr",
+        "state": "ak-bootcount.env",
+        "extlinux": "extlinux.conf",
+    }
 
 
 def fake_boot_loader() -> bytes:
@@ -134,21 +151,25 @@ def test_layout(built: BuildResult, tmp_path: Path) -> None:
         env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
     ).stdout
     files = {line.strip().removeprefix("::/") for line in listing.splitlines()}
-    top = {f for f in files if not f.endswith("/") and not f.startswith("slot-")}
-    assert top - {"extlinux"} == BOOT_FILES
-    # slot A carries its own kernel, initramfs, device tree and command line (two slots)
-    slot_a = {f.removeprefix("slot-a/") for f in files if f.startswith("slot-a/")}
-    assert {"vmlinuz", "initrd.img", "sun4i-a10-cubieboard.dtb", "cmdline.txt"} <= slot_a
+    assert {f for f in files if not f.endswith("/")} == BOOT_FILES
 
-    extract_fat_file(disk, offset, "extlinux/extlinux.conf", tmp_path / "extlinux.conf")
+    extract_fat_file(disk, offset, "slot-a/extlinux.conf", tmp_path / "extlinux.conf")
     conf = (tmp_path / "extlinux.conf").read_text()
-    assert f"append {manifest.kernel_cmdline}\n" in conf
+    append = manifest.kernel_cmdline.replace("ak.slot=a", "ak.slot=${ak_slot}")
+    assert f"append {append}\n" in conf  # U-Boot fills in the slot it boots
     assert f"ak.roothash={manifest.verity.root_hash}" in conf
+    assert "    kernel vmlinuz\n" in conf  # relative to slot-a/
+    extract_fat_file(disk, offset, "boot.scr", tmp_path / "boot.scr")
+    script = ubootcount.read_script_image((tmp_path / "boot.scr").read_bytes())
+    assert script == ubootcount.render_script()
+    extract_fat_file(disk, offset, "ak-bootcount.env", tmp_path / "state")
+    state = ubootcount.parse_state((tmp_path / "state").read_text())
+    assert state == ubootcount.BootCount("a", "b") and state.chosen() == "a"
     extract_fat_file(disk, offset, "uboot.env", tmp_path / "uboot.env")
     env = (tmp_path / "uboot.env").read_bytes()
     assert len(env) == ENV_SIZE and struct.unpack("<I", env[:4])[0] == zlib.crc32(env[4:])
     assert b"\x00bootdelay=0\x00" in env and b"\x00preboot=" not in env
-    extract_fat_file(disk, offset, "vmlinuz", tmp_path / "vmlinuz")
+    extract_fat_file(disk, offset, "slot-a/vmlinuz", tmp_path / "vmlinuz")
     assert (tmp_path / "vmlinuz").stat().st_size == manifest.sizes.kernel_bytes
     assert {"sunxi_mmc", "sun4i_emac", "dm_verity"} <= set(manifest.initramfs_modules)
 
@@ -160,10 +181,12 @@ def test_boots_through_spl_and_u_boot(built: BuildResult, appliances: ApplianceC
     assert {p.name for p in report.probes if p.ok} == {"homepage", "per-device hostname"}
     serial = Path(report.serial_log).read_text()
     # the boot ROM stand-in ran the SPL from the card; U-Boot took our environment and
-    # extlinux.conf from the FAT partition
+    # boot script from the FAT partition, and the script slot a's extlinux.conf
     assert "U-Boot SPL" in serial
     assert "Loading Environment from FAT... OK" in serial
-    assert "Found /extlinux/extlinux.conf" in serial
+    assert "Found U-Boot script /boot.scr" in serial
+    assert "appliancekit: slot a (upgrade_available 0, bootcount 0)" in serial
+    assert "Retrieving file: /slot-a/extlinux.conf" in serial
     assert "starting USB" not in serial
     assert "appliancekit: eth0: " in serial  # DHCP over the emulated EMAC
 

@@ -20,7 +20,7 @@ import pefile
 import pytest
 
 from appliancekit.board import Architecture, BootPath, find_board
-from appliancekit.boot import boot_path, uki
+from appliancekit.boot import boot_path, sdboot, uki
 from appliancekit.boot.initramfs import render_init
 from appliancekit.build import PARTITION_NUMBERS
 from appliancekit.disk import ESP_GUID, PartitionRole, extract_fat_file, read_partition_table
@@ -187,8 +187,12 @@ def test_board_files(name: str) -> None:
     assert {"nvme", "ena"} <= set(board.kernel.modules)
     assert "ak.userdata=imds" in board.kernel.cmdline
     assert board.firmware.packages == ("systemd-boot-efi",)
-    (destination, stub), *_ = board.firmware.files
-    assert destination == BOARDS[name][0] and stub.endswith(uki.STUB_SUFFIX)
+    # systemd-boot at the removable-media path; the UKI, one per slot, from the stub
+    files = dict(board.firmware.files)
+    assert sdboot.LOADER_NAME.fullmatch(files[BOARDS[name][0]].rsplit("/", 1)[-1])
+    assert files["appliance.efi"].endswith(uki.STUB_SUFFIX)
+    assert sdboot.board_loader(board) == (BOARDS[name][0], files[BOARDS[name][0]])
+    assert uki.slot_switch(board).mechanism == "systemd-boot" and uki.slot_switch(board).implemented
     assert board.qemu.disk_device == "nvme" and board.qemu.imds
     consoles = [board.kernel.console] + [
         w.split("=", 1)[1] for w in board.kernel.cmdline if w.startswith("console=")
@@ -305,8 +309,20 @@ def test_image_layout(name: str, appliances, tmp_path: Path) -> None:
     assert esp.size >= 64 * MIB
 
     path, machine = BOARDS[name]
+    # systemd-boot at the removable-media path, choosing among the slots' entries
+    extract_fat_file(disk, esp.offset, path, tmp_path / "loader.efi")
+    assert (
+        b"#### LoaderInfo: systemd-boot" in uki.read_sections(tmp_path / "loader.efi")[".sdmagic"]
+    )
+    extract_fat_file(disk, esp.offset, sdboot.LOADER_CONF, tmp_path / "loader.conf")
+    assert (tmp_path / "loader.conf").read_text() == sdboot.render_loader_conf()
+    entry_path = f"{sdboot.ENTRIES_DIR}/ak-slot-a.conf"  # committed: no boot counter
+    extract_fat_file(disk, esp.offset, entry_path, tmp_path / "entry.conf")
+    entry = sdboot.parse_entry((tmp_path / "entry.conf").read_text())
+    assert entry["efi"] == "/slot-a/appliance.efi" and entry["version"] == "1"
+    assert entry["options"] == manifest.kernel_cmdline  # ak.slot=a: the build's own
     efi = tmp_path / "uki.efi"
-    extract_fat_file(disk, esp.offset, path, efi)
+    extract_fat_file(disk, esp.offset, "slot-a/appliance.efi", efi)
     assert efi.stat().st_size < esp.size
     pe = pefile.PE(str(efi), fast_load=True)
     assert pe.FILE_HEADER.Machine == machine

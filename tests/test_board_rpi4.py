@@ -1,10 +1,13 @@
-"""Raspberry Pi 4 (rpi4): Pi firmware on a FAT partition of an MBR SD image.
+"""Raspberry Pi 4 (rpi4): autoboot.txt on the first FAT partition of a GPT SD image names the
+slot's boot partition, which holds the Pi firmware and everything it loads.
 
 Fast tests: the board file, config.txt, the initramfs finding MBR partitions through a glob,
 the device-tree edits of the boot test. Slow tests build the homepage appliance (layout:
-power-of-two MBR card, only the Pi 4's firmware files, config.txt/cmdline.txt) and boot it
-on QEMU's raspi4b from the image's own FAT partition; a card bigger than the image grows its
-data partition, keeps data across a reboot and takes its host name from settings.env.
+power-of-two GPT card, autoboot.txt, only the Pi 4's firmware files in slot a's boot
+partition, config.txt/cmdline.txt) and boot it on QEMU's raspi4b through the firmware
+stand-in, which follows autoboot.txt to slot a's partition; a card bigger than the image
+grows its data partition, keeps data across a reboot and takes its host name from
+settings.env. The tryboot test is in test_slot_boot.py.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from appliancekit.board import Architecture, BootPath, PartitionTable, find_board
-from appliancekit.boot import rpi
+from appliancekit.boot import rpi, tryboot
 from appliancekit.boot.initramfs import render_init
 from appliancekit.build import PARTITION_NUMBERS
-from appliancekit.disk import extract_fat_file
+from appliancekit.disk import extract_fat_file, read_partition_table
 
-from .conftest import PROJECT, ApplianceCache, boot_twice_on_a_bigger_disk, sd_card_partitions
+from .conftest import PROJECT, ApplianceCache, boot_twice_on_a_bigger_disk
 
 MIB = 1 << 20
 BOARD = find_board("rpi4", PROJECT.boards_dir)
@@ -41,7 +44,7 @@ BOOT_FILES = {
 
 def test_board_file() -> None:
     assert BOARD.arch == Architecture.ARM64 and BOARD.boot == BootPath.RPI
-    assert BOARD.disk.table == PartitionTable.MBR
+    assert BOARD.disk.table == PartitionTable.GPT  # six partitions: autoboot, 2 boot, 2 root, data
     assert BOARD.firmware.packages == ("raspi-firmware",)
     assert BOARD.qemu.machine == "raspi4b" and BOARD.qemu.disk_device == "sd"
     assert {"sdhci_iproc", "erofs", "dm_verity", "ext4", "genet"} <= set(BOARD.kernel.modules)
@@ -63,8 +66,11 @@ def test_config_txt() -> None:
 
 
 def test_initramfs_finds_mbr_partitions_by_glob(tmp_path: Path) -> None:
-    """device_prefix /dev/mmcblk*p: the card is found as mmcblk0 or mmcblk1 alike."""
-    init = render_init(BOARD, "6.12.0-test", PARTITION_NUMBERS)
+    """device_prefix /dev/mmcblk*p: the card is found as mmcblk0 or mmcblk1 alike (on an MBR
+    card: the cubieboard's; the Pi 4's card is GPT now and found by partition name)."""
+    init = render_init(
+        find_board("cubieboard", PROJECT.boards_dir), "6.12.0-test", PARTITION_NUMBERS
+    )
     assert "for candidate in /dev/mmcblk*p$number; do" in init
     script = tmp_path / "init"
     script.write_text(init)
@@ -109,22 +115,35 @@ def test_layout(appliances: ApplianceCache, tmp_path: Path) -> None:
     result = appliances.build("homepage", "rpi4")
     manifest = result.manifest
     disk = result.output_dir / "disk.img"
-    sd_card_partitions(disk, MIB)
+    size = disk.stat().st_size
+    assert size & (size - 1) == 0, "QEMU's SD card models need a power-of-two card"
+    table = read_partition_table(disk)
+    assert table["label"] == "gpt"
     names = [p.name for p in manifest.disk.partitions]
-    assert names == ["ak-boot", "ak-root-a", "ak-root-b", "ak-data"]
+    assert names == ["ak-boot", "ak-boot-a", "ak-boot-b", "ak-root-a", "ak-root-b", "ak-data"]
+    assert [p.number for p in manifest.disk.partitions[:3]] == [1, 2, 3]
+    assert {p.role for p in manifest.disk.partitions[:3]} == {"esp"}  # FAT the Pi boots on GPT
 
+    def listing(partition: str) -> set[str]:
+        offset = manifest.partition(partition).offset
+        out = subprocess.run(
+            ["mdir", "-b", "-i", f"{disk}@@{offset}", "::/"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+        ).stdout
+        return {line.strip().rsplit("/", 1)[-1] for line in out.splitlines()}
+
+    # autoboot.txt names slot a's boot partition; slot b's is an empty filesystem
+    assert listing("ak-boot") == {"autoboot.txt"}
+    assert listing("ak-boot-a") == BOOT_FILES
+    assert listing("ak-boot-b") == set()
     offset = manifest.partition("ak-boot").offset
-    listing = subprocess.run(
-        ["mdir", "-b", "-i", f"{disk}@@{offset}", "::/"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
-    ).stdout
-    # the top level, without directories (slot-a/ holds slot A's own boot files)
-    top = {line.strip().rsplit("/", 1)[-1] for line in listing.splitlines()}
-    assert top - {""} == BOOT_FILES
+    extract_fat_file(disk, offset, "autoboot.txt", tmp_path / "autoboot.txt")
+    assert tryboot.parse_autoboot((tmp_path / "autoboot.txt").read_text()) == tryboot.Autoboot(2)
 
+    offset = manifest.partition("ak-boot-a").offset
     for name in ("config.txt", "cmdline.txt", "kernel8.img", "initrd.img"):
         extract_fat_file(disk, offset, name, tmp_path / name)
     assert rpi.parse_config((tmp_path / "config.txt").read_text())["device_tree"] == (

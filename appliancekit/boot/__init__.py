@@ -54,6 +54,9 @@ class BootLayout:
     # the loader allows): name inside the slot's directory (slots.boot_dir) -> host file. The
     # build puts them in slot A's directory and reserves as much room for slot B's.
     slot_files: dict[str, Path] = field(default_factory=dict)
+    # True: each slot's files fill a FAT partition of its own (ak-boot-a, ak-boot-b, right
+    # after ak-boot) instead of a directory on it: the Pi's autoboot.txt picks partitions
+    slot_partitions: bool = False
     role: PartitionRole = PartitionRole.BOOT  # ESP on UEFI boards
     first_offset: int = MIB
     reserved_head: tuple[tuple[int, Path], ...] = ()  # raw writes before the first partition

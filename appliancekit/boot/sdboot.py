@@ -37,8 +37,14 @@ starts it directly.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+from appliancekit.board import Board
+from appliancekit.boot import BootInputs, BootLayout
+from appliancekit.boot.slotswitch import Mechanism, SlotSwitch
+from appliancekit.disk import PartitionRole
 from appliancekit.errors import UserError
 
 LOADER_CONF = "loader/loader.conf"
@@ -159,4 +165,92 @@ def default_entry(entries: dict[str, str]) -> str | None:
     return max(
         (name for name in entries if rank(name) == best),
         key=lambda name: parse_entry_name(name).entry_id,
+    )
+
+
+# -- the uki boot path with systemd-boot -------------------------------------------------------
+
+
+def board_loader(board: Board) -> tuple[str, str] | None:
+    """(ESP destination, package path) of systemd-boot in the board's [firmware] files."""
+    for destination, source in board.firmware.files:
+        if LOADER_NAME.fullmatch(source.rsplit("/", 1)[-1]):
+            return destination, source
+    return None
+
+
+def loader_destination(files: Mapping[str, Path]) -> str | None:
+    for destination, source in files.items():
+        if LOADER_NAME.fullmatch(source.name):
+            return destination
+    return None
+
+
+def layout(
+    inputs: BootInputs,
+    files: dict[str, Path],
+    stubs: Mapping[str, Path],
+    build_uki: Callable[[Path, Path], Path],
+) -> BootLayout:
+    """The ESP with systemd-boot: the loader where the board puts it, loader.conf, slot a's
+    entry (committed, no counter) and the UKI in the slot's directory, named by the stub's
+    [firmware] files destination."""
+    if len(stubs) != 1:
+        raise UserError(
+            "a uki board with systemd-boot takes one EFI stub (the UKI of each slot)",
+            file=inputs.board.source_file,
+            field="firmware.files",
+        )
+    ((uki_name, stub),) = stubs.items()
+    if "/" in uki_name.strip("/"):
+        raise UserError(
+            f"the UKI's destination {uki_name!r} is a name inside the slot's directory, not a path",
+            file=inputs.board.source_file,
+            field="firmware.files",
+        )
+    uki_name = uki_name.strip("/")
+    files = {dest: src for dest, src in files.items() if dest not in stubs}
+    conf = inputs.workdir / "loader.conf"
+    conf.write_text(render_loader_conf())
+    entry = inputs.workdir / "ak-slot-a.conf"
+    title = f"appliancekit {inputs.board.name}"
+    entry.write_text(render_entry("a", FIRST_VERSION, inputs.cmdline, title, uki_name))
+    files[LOADER_CONF] = conf
+    files[f"{ENTRIES_DIR}/{entry_id('a')}.conf"] = entry
+    uki = build_uki(stub, inputs.workdir / uki_name)
+    return BootLayout(files=files, slot_files={uki_name: uki}, role=PartitionRole.ESP)
+
+
+def uki_name(board: Board) -> str:
+    names = [d.strip("/") for d, s in board.firmware.files if s.endswith(".efi.stub")]
+    return names[0] if names else ""
+
+
+def slot_switch(board: Board) -> SlotSwitch:
+    uki = uki_name(board)
+    return SlotSwitch(
+        mechanism=Mechanism.SYSTEMD_BOOT,
+        implemented=True,
+        arm=(
+            f"on the ESP: delete {ENTRIES_DIR}/ak-slot-NEW*.conf, write slot-NEW/{uki}, then"
+            f" {ENTRIES_DIR}/ak-slot-NEW+1.conf (new file, then rename) with version = the"
+            " highest entry's + 1 and options = the release's command line with ak.slot=NEW"
+        ),
+        commit=(
+            "rename the booted slot's entry without its counter (ak-slot-NEW+0-1.conf ->"
+            " ak-slot-NEW.conf), as systemd-bless-boot does"
+        ),
+        fallback=(
+            "systemd-boot renames ak-slot-NEW+1.conf to ak-slot-NEW+0-1.conf before it starts"
+            " it; an entry with no tries left sorts after the committed one, which boots next"
+        ),
+        tries=1,
+        state=f"boot:{ENTRIES_DIR}",
+        paths={
+            "loader_conf": LOADER_CONF,
+            "entries": ENTRIES_DIR,
+            "entry_id": "ak-slot-{slot}",
+            "uki": uki,
+            "sort_key": SORT_KEY,
+        },
     )

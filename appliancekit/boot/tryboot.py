@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from appliancekit.board import Board
+from appliancekit.boot.slotswitch import Mechanism, SlotSwitch
 from appliancekit.errors import UserError
 
 AUTOBOOT = "autoboot.txt"
@@ -115,3 +117,31 @@ def firmware_boot_partition(text: str, tryboot_flag: bool) -> int:
     if tryboot_flag and autoboot.trial is not None:
         return autoboot.trial
     return autoboot.committed
+
+
+def slot_switch(board: Board) -> SlotSwitch:
+    # The loader's side is done (autoboot.txt, the boot partitions, the firmware stand-in);
+    # the update agent does not yet write a slot's own boot partition, so it refuses.
+    return SlotSwitch(
+        mechanism=Mechanism.RPI_TRYBOOT,
+        implemented=False,
+        arm=(
+            "write the release's boot files into the slot's boot partition (ak-boot-NEW; its"
+            f" cmdline.txt with ak.slot=NEW), then {AUTOBOOT} on ak-boot (new file, then rename)"
+            " with [tryboot] boot_partition=NEW's number, then reboot(2) with"
+            f" LINUX_REBOOT_CMD_RESTART2 and {REBOOT_ARGUMENT!r}"
+        ),
+        commit=f"{AUTOBOOT}: [all] boot_partition=the booted slot's number, no [tryboot]",
+        fallback=(
+            "the firmware applies [tryboot] only while the tryboot flag is set; it clears the"
+            " flag when it reads it, and any reset or power cut clears it too"
+        ),
+        tries=1,
+        state=f"boot:{AUTOBOOT}",
+        paths={
+            "autoboot": AUTOBOOT,
+            "reboot_argument": REBOOT_ARGUMENT,
+            **{f"boot_partition_{slot}": slot_partition_name(slot) for slot in SLOT_PARTITIONS},
+            **{f"boot_partition_number_{s}": str(n) for s, n in SLOT_PARTITIONS.items()},
+        },
+    )

@@ -1,15 +1,20 @@
 """U-Boot from the SD card (Allwinner boards): the SoC's boot ROM loads U-Boot's SPL from
 8 KiB into the card, the SPL loads U-Boot proper right behind it, and U-Boot's distro boot
-finds `extlinux/extlinux.conf` on the bootable FAT partition, which names the kernel, the
-device tree and the initramfs and carries the command line with the verity root hash.
+runs `boot.scr` from the bootable FAT partition. That script chooses one of the two slots
+with U-Boot's bootcount/bootlimit/altbootcmd semantics (boot/ubootcount.py: Debian's
+U-Boot is built without them) and boots the slot's `slot-X/extlinux.conf` with `sysboot`;
+that names the slot's kernel, device tree and initramfs and carries the command line with
+the verity root hash and `ak.slot=${ak_slot}` (U-Boot fills in the slot it boots).
 
-extlinux.conf rather than a boot.scr: it is plain text (no mkimage on the build host, nothing
-to compile), and U-Boot loads a raw initramfs from it with its size.
+The slot's files are extlinux.conf rather than a script of their own: plain text the update
+agent writes for either slot, and U-Boot loads a raw initramfs from it with its size. The
+one script is a legacy script image written in Python (no mkimage on the build host).
 
 Board data (`[firmware.config]`):
 - `spl`: the SPL+U-Boot image in the firmware package (u-boot-sunxi-with-spl.bin),
 - `spl_offset`: where the boot ROM looks for it (8192 on Allwinner SoCs),
-- `device_tree`: the device tree, put on the partition by `[firmware.files]`,
+- `device_tree`: the device tree, put on the partition by `[firmware.files]` (it moves into
+  the slot's directory: it belongs to the slot's kernel),
 - `kernel` (default `vmlinuz`),
 - `env.NAME`: U-Boot environment variables changed from the defaults compiled into the
   image ("" deletes one), with `env_size` (the build's CONFIG_ENV_SIZE): written as
@@ -35,12 +40,14 @@ from appliancekit.boot import (
     QemuBoot,
     firmware_files,
     package_files,
+    ubootcount,
 )
-from appliancekit.boot.slotswitch import Mechanism, SlotSwitch, not_implemented
+from appliancekit.boot.slotswitch import SlotSwitch
 from appliancekit.errors import UserError
 from appliancekit.manifest import Manifest
 
-EXTLINUX = "extlinux/extlinux.conf"
+EXTLINUX = "extlinux/extlinux.conf"  # a single-slot card's
+SLOT_EXTLINUX = ubootcount.EXTLINUX  # in each slot's directory
 INITRD = "initrd.img"
 DEFAULT_KERNEL = "vmlinuz"
 # U-Boot and its environment stay clear of the partitions; the card's first 4 MiB are an
@@ -50,19 +57,24 @@ ENV_FILE = "uboot.env"
 _ENV_ENTRY = re.compile(rb"[A-Za-z0-9_.]+=[\x09\x0a\x20-\x7e]*")
 
 
-def render_extlinux(board: Board, kernel: str, device_tree: str | None, cmdline: str) -> str:
+def render_extlinux(
+    board: Board, kernel: str, device_tree: str | None, cmdline: str, *, relative: bool = False
+) -> str:
+    """extlinux.conf; `relative`: paths relative to its own directory (a slot's), which
+    U-Boot's sysboot resolves against the directory it read the file from."""
+    top = "" if relative else "/"
     lines = [
-        f"# {board.name}: written by appliancekit; read by U-Boot's distro boot",
+        f"# {board.name}: written by appliancekit; read by U-Boot's sysboot",
         "default appliance",
         "prompt 0",
         "timeout 0",
         "",
         "label appliance",
-        f"    kernel /{kernel}",
-        f"    initrd /{INITRD}",
+        f"    kernel {top}{kernel}",
+        f"    initrd {top}{INITRD}",
     ]
     if device_tree:
-        lines.append(f"    fdt /{device_tree}")
+        lines.append(f"    fdt {top}{device_tree}")
     lines.append(f"    append {cmdline}")
     return "\n".join(lines) + "\n"
 
@@ -139,14 +151,15 @@ def layout(inputs: BootInputs) -> BootLayout:
             file=board.source_file,
             field="firmware.config.device_tree",
         )
+    # Each slot's own files in its directory; boot.scr at the top (U-Boot's distro boot runs
+    # it) chooses the slot by bootcount and boots the slot's extlinux.conf (boot/ubootcount.py)
     extlinux = inputs.workdir / "extlinux.conf"
-    extlinux.write_text(render_extlinux(board, kernel, device_tree, inputs.cmdline))
-    files.update({EXTLINUX: extlinux, kernel: inputs.kernel.image, INITRD: inputs.initramfs})
-    cmdline = inputs.workdir / "cmdline.txt"
-    cmdline.write_text(inputs.cmdline + "\n")
-    slot_files = {kernel: inputs.kernel.image, INITRD: inputs.initramfs, "cmdline.txt": cmdline}
+    append = ubootcount.slot_append(inputs.cmdline)
+    extlinux.write_text(render_extlinux(board, kernel, device_tree, append, relative=True))
+    slot_files = {kernel: inputs.kernel.image, INITRD: inputs.initramfs, SLOT_EXTLINUX: extlinux}
     if device_tree:
-        slot_files[device_tree] = files[device_tree]
+        slot_files[device_tree] = files.pop(device_tree)
+    files.update(ubootcount.boot_files(board, inputs.workdir))
 
     spl = spl_image(inputs)
     changes = {k[4:]: v for k, v in config.items() if k.startswith("env.")}
@@ -169,12 +182,7 @@ def layout(inputs: BootInputs) -> BootLayout:
 
 
 def slot_switch(board: Board) -> SlotSwitch:
-    return not_implemented(
-        Mechanism.UBOOT_BOOTCOUNT,
-        arm="U-Boot environment: the trial slot's label, upgrade_available=1, bootcount=0",
-        commit="U-Boot environment: upgrade_available=0, the slot's label as the default",
-        fallback="bootcount over bootlimit runs altbootcmd, which boots the committed slot",
-    )
+    return ubootcount.slot_switch(board)
 
 
 def qemu_boot(disk: Path, manifest: Manifest, board: Board, workdir: Path) -> QemuBoot:

@@ -42,7 +42,10 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
+from appliancekit.board import Board
+from appliancekit.boot.slotswitch import Mechanism, SlotSwitch
 from appliancekit.errors import UserError
 
 SCRIPT = "boot.scr"
@@ -178,3 +181,33 @@ def slot_append(cmdline: str) -> str:
     with the slot it boots."""
     words = [w for w in cmdline.split() if not w.startswith("ak.slot=")]
     return " ".join([*words, "ak.slot=${ak_slot}"])
+
+
+def boot_files(board: Board, workdir: Path) -> dict[str, Path]:
+    """The files at the top of the boot partition: the script and the state of a new card
+    (slot a, nothing armed)."""
+    script = workdir / SCRIPT
+    script.write_bytes(script_image(render_script(), board.arch.value))
+    state = workdir / STATE
+    state.write_text(BootCount(slot="a", altslot="b").render())
+    return {SCRIPT: script, STATE: state}
+
+
+def slot_switch(board: Board) -> SlotSwitch:
+    return SlotSwitch(
+        mechanism=Mechanism.UBOOT_BOOTCOUNT,
+        implemented=True,
+        arm=(
+            "write the release's boot files into slot-NEW/ unchanged, then"
+            f" {STATE} (new file, then rename): slot=NEW altslot=OLD upgrade_available=1"
+            " bootcount=0 bootlimit=1"
+        ),
+        commit=f"{STATE}: upgrade_available=0 bootcount=0 (what fw_setenv does for bootcount)",
+        fallback=(
+            f"{SCRIPT} adds one to bootcount and saves it before it boots; bootcount over"
+            " bootlimit runs altbootcmd, which boots altslot"
+        ),
+        tries=1,
+        state=f"boot:{STATE}",
+        paths={"script": SCRIPT, "state": STATE, "extlinux": EXTLINUX},
+    )

@@ -27,11 +27,11 @@ arguments) and the disk: the firmware finds the UKI on the ESP by itself.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from appliancekit.board import Board
-from appliancekit.boot import BootInputs, BootLayout, QemuBoot, firmware_files
+from appliancekit.boot import BootInputs, BootLayout, QemuBoot, firmware_files, sdboot
 from appliancekit.boot.slotswitch import Mechanism, SlotSwitch, not_implemented
 from appliancekit.disk import PartitionRole
 from appliancekit.errors import UserError
@@ -169,21 +169,36 @@ def layout(inputs: BootInputs) -> BootLayout:
             file=inputs.board.source_file,
             field="firmware.files",
         )
+    osrel = os_release(inputs.board, inputs.seed)
+    if sdboot.loader_destination(files) is not None:
+        # systemd-boot chooses the slot (boot/sdboot.py): one UKI per slot directory
+        return sdboot.layout(inputs, files, stubs, _uki_builder(inputs, osrel))
     slot_files: dict[str, Path] = {}
     for number, (destination, stub) in enumerate(sorted(stubs.items())):
-        files[destination] = slot_files[destination.rsplit("/", 1)[-1]] = build_uki(
+        files[destination] = slot_files[destination.rsplit("/", 1)[-1]] = _uki_builder(
+            inputs, osrel
+        )(stub, inputs.workdir / f"uki{number}.efi")
+    return BootLayout(files=files, slot_files=slot_files, role=PartitionRole.ESP)
+
+
+def _uki_builder(inputs: BootInputs, osrel: str) -> Callable[[Path, Path], Path]:
+    def build(stub: Path, output: Path) -> Path:
+        return build_uki(
             stub,
             inputs.kernel.image,
             inputs.initramfs,
             inputs.cmdline,
-            inputs.workdir / f"uki{number}.efi",
-            osrel=os_release(inputs.board, inputs.seed),
+            output,
+            osrel=osrel,
             uname=inputs.kernel.version,
         )
-    return BootLayout(files=files, slot_files=slot_files, role=PartitionRole.ESP)
+
+    return build
 
 
 def slot_switch(board: Board) -> SlotSwitch:
+    if sdboot.board_loader(board) is not None:
+        return sdboot.slot_switch(board)
     return not_implemented(
         Mechanism.SYSTEMD_BOOT,
         arm="the trial slot's UKI gets a boot counter (+1) in its file name, or BootNext",

@@ -90,11 +90,12 @@ def write_update_artefacts(image: VerifiedImage, directory: Path) -> UpdateArtef
                 raise UserError("the disk image ends inside the root slot", file=image.disk)
             dst.write(piece)
             left -= len(piece)
-    boot_part = m.partition("ak-boot")
+    boot_part = m.partition(slot.boot_partition)
     for name in slot.boot_files:
         dest = out / "boot" / name
         dest.parent.mkdir(parents=True, exist_ok=True)
-        extract_fat_file(image.disk, boot_part.offset, f"{slot.boot_dir}/{name}", dest)
+        path = f"{slot.boot_dir}/{name}" if slot.boot_dir else name
+        extract_fat_file(image.disk, boot_part.offset, path, dest)
     base = Path(directory)
     document = {
         "format": FORMAT,

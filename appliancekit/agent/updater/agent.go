@@ -380,7 +380,7 @@ func (a *Agent) switchTo(rel Release, target string) (string, error) {
 		return "", fmt.Errorf("cannot arm the trial: %v", err)
 	}
 	a.setResult(fmt.Sprintf("rebooting into slot %s for one trial boot of release %d", target, rel.Version))
-	reboot()
+	rebootForTrial(a.sw)
 	return "", nil
 }
 

@@ -31,6 +31,10 @@ func main() {
 	bootData, _ := os.ReadFile(BootSlotFile)
 	a := &Agent{cfg: cfg, slots: slots, boot: ParseBootInfo(bootData), settings: settings}
 	a.sw = NewSlotSwitch(slots, cfg.DataDir)
+	if lb, ok := a.sw.(LoaderBoot); ok {
+		// the loader chose: its own files say whether this boot is a trial or a fallback
+		a.boot.Trial, a.boot.FellBack = lb.Booted(a.boot.Slot)
+	}
 	ReadJSON(a.statusPath(), &a.status)
 	a.status.Slot, a.status.Version, a.status.RootHash = a.boot.Slot, cfg.Version, a.boot.RootHash
 	a.status.Trial = a.boot.Trial

@@ -36,6 +36,9 @@ func NewSlotSwitch(cfg SlotsConfig, dataDir string) SlotSwitch {
 		path := strings.TrimPrefix(cfg.State, "data:")
 		return &initramfsSwitch{path: filepath.Join(dataDir, path), tries: cfg.Tries}
 	}
+	if sw := newLoaderSwitch(cfg, mountedBoot(cfg)); sw != nil {
+		return sw // the board's loader chooses (loaderswitch.go)
+	}
 	return refusing{cfg}
 }
 
