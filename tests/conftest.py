@@ -200,11 +200,14 @@ def boot_twice_on_a_bigger_disk(
     )
     assert report.passed, f"{report.failure}\n{report.serial_tail}"
     serial = Path(report.serial_log).read_text(errors="replace")
+    # what the data partition can grow into: the disk after its start (the boot partition
+    # and both root slots come before it, so this is not a fixed share of the disk)
+    room = (size - manifest.partition("ak-data").offset) >> 20
     grown = re.findall(r"data partition grown to (\d+) MiB", serial)
-    assert len(grown) == 1 and int(grown[0]) > size * 3 // 4 >> 20, serial[-3000:]
+    assert len(grown) == 1 and int(grown[0]) > room * 9 // 10, (room, serial[-3000:])
     counts = re.findall(r"boot number (\d+), data (\d+) MiB", serial)
     assert [c[0] for c in counts] == ["1", "2"], counts
-    assert all(int(mib) > (size * 3 // 5 >> 20) for _, mib in counts), counts
+    assert all(int(mib) > room * 4 // 5 for _, mib in counts), (room, counts)
     table = json.loads(
         subprocess.run(
             ["sfdisk", "--json", str(disk)], capture_output=True, text=True, check=True

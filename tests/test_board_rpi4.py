@@ -178,12 +178,12 @@ def test_boots_on_raspi4b_and_serves(appliances: ApplianceCache) -> None:
 def test_card_grows_keeps_data_and_reads_settings(
     appliances: ApplianceCache, tmp_path: Path
 ) -> None:
-    """A 512 MiB card (still a power of two): the first boot grows the MBR data partition
-    (sfdisk -N 4 on a dos label, found again by number under /dev/mmcblk*p), the second finds
-    the data of the first, and the hostname comes from settings.env on the FAT partition."""
+    """A 1 GiB card (the image is 512 MiB; QEMU's SD card must stay a power of two): the
+    first boot grows the GPT data partition, the second finds the data of the first, and the
+    hostname comes from settings.env on the FAT partition."""
     result = appliances.build("homepage", "rpi4")
     report, serial = boot_twice_on_a_bigger_disk(
-        result.output_dir, "rpi4", tmp_path, settings={"hostname": "pi-kitchen"}
+        result.output_dir, "rpi4", tmp_path, settings={"hostname": "pi-kitchen"}, size=1 << 30
     )
     assert "per-device settings read from the boot partition" in serial
     hostname = [p for p in report.probes if p.name.startswith("per-device hostname")]
