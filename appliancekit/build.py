@@ -385,6 +385,7 @@ IMAGE_CODE = (
     "supervisor.py",
     "tomlsource.py",
     "tree.py",
+    "backup",
     "boot",
     "sources",
     "content",

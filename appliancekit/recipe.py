@@ -94,6 +94,11 @@ errors, with a "did you mean" suggestion)::
 
     [monitoring]                 # export metrics (appliancekit.monitoring adds what it takes:
     port = 9100                  # node-exporter and the agent, on this port with a token)
+    [backup]                     # back /data up with restic, restore it at first boot
+    paths = ["/var/vmail"]       # [data] paths or paths under one (default: every [data] path)
+    exclude = ["*.hs"]           # restic --exclude patterns
+    sqlite = ["/var/lib/foo/db.sqlite3"]  # copied with SQLite's online backup first
+                                 # (appliancekit/backup/: the agent, its settings, the status)
 
     [[probe]]
     kind = "http"                # required: http|tcp|dns|smtp|imap|dns-tcp|closed|pdns-api|matrix
@@ -122,6 +127,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from appliancekit.backup.agent import expand as expand_backup
+from appliancekit.backup.section import FIELDS as _BACKUP
+from appliancekit.backup.section import BackupSection, build_section
 from appliancekit.content.spec import FIELDS as _CONTENT
 from appliancekit.content.spec import ContentTree, build_content
 from appliancekit.errors import UserError
@@ -307,6 +315,8 @@ class Service:
     # while `creates` does not exist yet: first-boot initialisation without a shell.
     setup: tuple[tuple[str, ...], ...] = ()
     creates: str | None = None
+    # Not started at boot: another service starts it (the backup agent, once /data is ready)
+    down: bool = False
 
 
 @dataclass(frozen=True)
@@ -412,6 +422,7 @@ class Recipe:
     content: tuple[ContentTree, ...] = ()  # trees pulled from git by content-sync
     monitoring: MonitoringSection | None = None
     npm: NpmSection | None = None
+    backup: BackupSection | None = None  # [backup]: expanded into services, settings, files
 
 
 @dataclass(frozen=True)
@@ -584,6 +595,7 @@ _RECIPE = (
     Field("content", array_of_tables(_CONTENT), default=()),
     Field("data", table(_DATA), default=None),
     Field("network", table(_NETWORK), default=None),
+    Field("backup", table(_BACKUP), default=None),
     Field("test", table(_TEST), default=None),
     Field("monitoring", table(_MONITORING), default=None),
     Field("probe", array_of_tables(_PROBE), default=()),
@@ -719,7 +731,6 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
         settings=settings,
         backend=backend,
         nixos=_build_nixos(src, top["nixos"]),
-        test_settings=_build_test_settings(src, top["test"], settings),
         python=python,
         content=build_content(
             src,
@@ -738,7 +749,13 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
             recipe = augment(recipe, MonitoringSection(**top["monitoring"]))
         except UserError as exc:
             src.fail(("monitoring",), exc.message)
-    return recipe
+    if top["backup"] is not None:
+        if backend != "debian":
+            src.fail(("backup",), "[backup] needs the debian backend")
+        section = build_section(src, top["backup"], recipe.data_paths)
+        recipe = expand_backup(recipe, section, src)
+    # after [backup]: its settings may have [test] values too
+    return replace(recipe, test_settings=_build_test_settings(src, top["test"], recipe.settings))
 
 
 def _check_unique(

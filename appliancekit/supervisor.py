@@ -76,6 +76,8 @@ def install(
                 helpers |= {IFELSE, ELTEST}
         path = f"{SERVICE_DIR}/{service.name}/run"
         tree.add_file(path, run_script(service, users), mode=0o755)
+        if service.down:  # s6-supervise leaves it down until `s6-svc -u` (the backup agent)
+            tree.add_file(f"{SERVICE_DIR}/{service.name}/down", "")
         run_files.append(path)
     return ClosureRequest(
         executables=(

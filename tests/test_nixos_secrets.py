@@ -33,7 +33,6 @@ from appliancekit.nixos.boards import board_mapping
 from appliancekit.nixos.build import DISK, FLAKE_DIR, write_nixos_manifest
 from appliancekit.nixos.secrets import load_secret_files
 from appliancekit.recipe import (
-    SettingKind,
     find_recipe,
     list_recipes,
     load_recipe,
@@ -48,7 +47,7 @@ SECRETS_DIR = "/data/appliance/secrets"
 SHELLS = [s for s in ("dash", "bash") if shutil.which(s)]  # Debian's sh; NixOS runs bash
 # one board per nixpkgs image route (repart, amazon, raspberry-pi, sunxi)
 ROUTE_BOARDS = ("qemu-virt-arm64", "ec2-x86_64", "rpi4", "cubieboard")
-USERS = {"pixelfed": 4001, "peertube": 4002, "matrix-synapse": 4003}
+USERS = {"pixelfed": 4001, "peertube": 4002, "matrix-synapse": 4003, "restic": 4004}
 OTHER_UID = 4099  # a service that must not read another's secret
 
 
@@ -278,7 +277,7 @@ def test_every_secret_file_a_service_reads_exists_before_it_starts(
     assert proc.returncode == 0, proc.stderr
     assert {p.name for p in secrets.iterdir()} == referenced
     recipe = find_recipe(recipe_name, RECIPES)
-    secret = {s.name for s in recipe.settings if s.kind == SettingKind.SECRET}
+    secret = {s.name for s in recipe.settings if s.secret}
     specs = load_secret_files(recipe.directory / "nixos", secret)
     for name in referenced:
         uid = USERS.get(specs[name].owner, 0)

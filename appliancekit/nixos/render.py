@@ -256,7 +256,7 @@ class _Context:
         spec = self.kinds.get(name)
         if spec is None:
             raise KeyError(name)
-        if spec.kind == SettingKind.SECRET:
+        if spec.secret:
             raise UserError(
                 f"secret setting {name!r} is never baked into the image; use "
                 f"{{{{ secrets.{name} }}}} (the path of its file on the data partition)",
@@ -310,7 +310,7 @@ class _Context:
         class _Secrets:
             def __getattr__(self, name: str) -> str:
                 spec = context.kinds.get(name)
-                if spec is None or spec.kind != SettingKind.SECRET:
+                if spec is None or not spec.secret:  # secret and users kinds
                     raise jinja2.UndefinedError(f"no secret setting {name!r}")
                 context.used_secrets.add(name)
                 return f"{SECRETS_DIR}/{name}"
@@ -464,7 +464,7 @@ def _appliance_module(recipe: Recipe, board: Board, mapping: BoardMapping) -> _M
 
 
 def _secret_files(recipe: Recipe, used: set[str]) -> list[SecretFile]:
-    secret = {s.name for s in recipe.settings if s.kind == SettingKind.SECRET}
+    secret = {s.name for s in recipe.settings if s.secret}
     specs = load_secret_files(recipe.directory / "nixos", secret)
     return [specs[name] for name in sorted(used)]
 
@@ -689,7 +689,7 @@ def _appliance_json(
 ) -> dict[str, object]:
     from dataclasses import asdict
 
-    secret = {s.name for s in recipe.settings if s.kind == SettingKind.SECRET}
+    secret = {s.name for s in recipe.settings if s.secret}
     return {
         "backend": "nixos",
         "name": render.name,

@@ -1,0 +1,115 @@
+"""One appliance booted the way a user's device is, for backup tests and benchmarks: its
+image on a writable disk of its own with per-device settings (on the boot partition, or as
+EC2 user-data on EC2 boards), the console watched from an offset, probes run on demand."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from appliancekit.board import Board
+from appliancekit.boottest import qemu_config
+from appliancekit.devsettings import render_user_data
+from appliancekit.flash import write_device_settings
+from appliancekit.imds import ImdsServer
+from appliancekit.manifest import Manifest
+from appliancekit.probes import run_probe_once
+from appliancekit.qemu import Machine, PortForward, free_port
+from appliancekit.recipe import Probe, ProbeKind
+
+SAVED = re.compile(r"appliancekit: backup: snapshot ([0-9a-f]{8}) of /data saved")
+STARTING = "appliancekit: backup: starting a snapshot of /data"
+RESTORED = "/data restored from snapshot"
+
+
+@dataclass
+class Vm:
+    machine: Machine
+    forwards: dict[int, int]  # guest port -> host port on 127.0.0.1
+
+    def serial(self) -> str:
+        return self.machine.serial_text()
+
+    def wait(self, pattern: str | re.Pattern[str], timeout: float, after: int = 0) -> int:
+        """Wait for `pattern` on the console past offset `after`; returns where it ends."""
+        regex = pattern if isinstance(pattern, re.Pattern) else re.compile(re.escape(pattern))
+        deadline = time.monotonic() + timeout
+        while True:
+            match = regex.search(self.serial(), after)
+            if match:
+                return match.end()
+            if not self.machine.is_running() or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no {regex.pattern!r} on the console\n{self.machine.failure_tail(40)}"
+                )
+            time.sleep(0.2)
+
+    def probe(
+        self,
+        kind: ProbeKind,
+        guest_port: int,
+        timeout: float = 900,
+        query: str = "",
+        expect: str = "",
+        **params: str,
+    ) -> str:
+        """Run a probe until it passes (its detail) or `timeout` ends (AssertionError)."""
+        probe = Probe(
+            kind=kind,
+            port=guest_port,
+            query=query,
+            expect=expect,
+            params=tuple(sorted(params.items())),
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            result = run_probe_once(probe, "127.0.0.1", self.forwards[guest_port], timeout=20)
+            if result.ok:
+                return result.detail
+            if not self.machine.is_running() or time.monotonic() > deadline:
+                raise AssertionError(f"{result.detail}\n{self.machine.failure_tail(40)}")
+            time.sleep(2)
+
+
+def host_address(board: Board) -> str:
+    """The build host as the guest sees it: QEMU's user network puts it at .2 of the guest
+    network (EC2 boards move that network to 169.254.0.0/16 for the metadata service)."""
+    return "169.254.0.2" if board.qemu.imds else "10.0.2.2"
+
+
+@contextlib.contextmanager
+def boot(
+    image_dir: Path,
+    manifest: Manifest,
+    board: Board,
+    workdir: Path,
+    settings: dict[str, str],
+    ports: tuple[int, ...],
+    *,
+    size: int = 512 << 20,
+) -> Iterator[Vm]:
+    """The image on a fresh `size`-byte copy of its disk, booted with `settings` as `flash`
+    writes them (EC2 boards: as user-data over IMDSv2). QEMU is killed when the block ends."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    disk = workdir / "disk.img"
+    subprocess.run(
+        ["cp", "--sparse=always", str(image_dir / manifest.disk.path), str(disk)], check=True
+    )
+    os.truncate(disk, size)
+    if not board.qemu.imds:
+        write_device_settings(disk, manifest, settings)
+    forwards = tuple(PortForward(port, free_port()) for port in ports)
+    config = qemu_config(board, disk, manifest, workdir, forwards, snapshot=False)
+    with contextlib.ExitStack() as stack:
+        if board.qemu.imds:
+            imds = stack.enter_context(ImdsServer(render_user_data(settings, manifest)))
+            config = replace(config, net_options=imds.netdev_options())
+        machine = stack.enter_context(Machine(config, workdir / "vm"))
+        machine.start()
+        yield Vm(machine, {f.guest_port: f.host_port for f in forwards})

@@ -1,0 +1,137 @@
+"""Backups of the mail server: bytes sent and restore time, each against a baseline measured
+in the same run (nothing asserted).
+
+    .venv/bin/python bench/bench_backup.py [--board qemu-virt-arm64] [--images DIR] [--json]
+
+Builds the mail server (or reuses --images), runs restic's REST server (the Debian package of
+the appliances' suite, on the host, with its Prometheus counters) and:
+
+1. boots the mail server with backups every 20 s. The first backup's bytes sent (the REST
+   server's blob-write counter between the agent's "starting" and "saved" lines) are
+   compared with the bytes of /data that snapshot covers (restic's total_bytes_processed,
+   printed by the agent). The board's first boot to its SMTP banner is timed too.
+2. delivers one mail (IMAP shows it), then compares the bytes sent by the next backup that
+   starts after it with the first backup's.
+3. boots a fresh copy of the image with restore=latest: QEMU start to SMTP banner, against
+   the first boot of step 1 (same image, same board, no restore).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from appliancekit.backup.host import bytes_written, host_tools, rest_server  # noqa: E402
+from appliancekit.backup.vm import RESTORED, SAVED, STARTING, Vm, boot, host_address  # noqa: E402
+from appliancekit.board import find_board  # noqa: E402
+from appliancekit.build import BuildPlan, build  # noqa: E402
+from appliancekit.cache import Cache, default_cache_dir  # noqa: E402
+from appliancekit.output import Reporter  # noqa: E402
+from appliancekit.project import Project  # noqa: E402
+from appliancekit.recipe import ProbeKind, find_recipe, resolve_settings  # noqa: E402
+from bench.figures import Figure, Unit, table  # noqa: E402
+
+PASSWORD = "bench-restic-password"
+
+
+def backup_bytes(vm: Vm, port: int, after: int) -> tuple[int, int, int]:
+    """The next backup starting past console offset `after`: (bytes the server was sent
+    between its start and its "saved" line, bytes of /data it covers, offset after it)."""
+    start = vm.wait(STARTING, 600, after=after)
+    before = bytes_written(port)
+    end = vm.wait(SAVED, 600, after=start)
+    sent = bytes_written(port) - before
+    line = vm.serial()[start : end + 200]
+    total = int(line.split("saved at ", 1)[1].split("(", 1)[1].split(" bytes", 1)[0])
+    return sent, total, end
+
+
+def smtp_up(vm: Vm) -> float:
+    vm.probe(ProbeKind.SMTP, 25, timeout=900)
+    return time.monotonic() - vm.machine.started_at
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--board", default="qemu-virt-arm64")
+    parser.add_argument("--images", type=Path, help="build into (or reuse) this directory")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    project = Project(ROOT)
+    cache = Cache(default_cache_dir())
+    board = find_board(args.board, project.boards_dir)
+    recipe = find_recipe("mailserver", project.recipes_dir)
+    if recipe.backup is None:
+        print(
+            "bench_backup: recipes/mailserver/recipe.toml declares no [backup] yet "
+            "(docs/measurements.md, Backups)",
+            file=sys.stderr,
+        )
+        return 2
+    with tempfile.TemporaryDirectory(prefix="bench-backup.") as tmp:
+        work = Path(tmp)
+        images = args.images or work / "images"
+        result = build(
+            BuildPlan(recipe, board, resolve_settings(recipe, {}), images), cache, Reporter()
+        )
+        users = dict(result.manifest.extra.get("test_settings") or {})["users"]
+        tools = host_tools(project.recipes_dir, cache)
+        with rest_server(tools, work / "rest", metrics=True) as port:
+            settings = {
+                "users": users,
+                "backup_repository": f"rest:http://{host_address(board)}:{port}/mail/",
+                "backup_password": PASSWORD,
+                "backup_interval": "20",
+            }
+            ports = (25, 143)
+            with boot(result.output_dir, result.manifest, board, work / "a", settings, ports) as vm:
+                plain_boot = smtp_up(vm)
+                first_sent, data_bytes, mark = backup_bytes(vm, port, 0)
+                vm.probe(ProbeKind.SMTP_SEND, 25, to="probe@example.org", subject="bench mail",
+                         **{"from": "someone@example.net"})  # fmt: skip
+                vm.probe(ProbeKind.IMAP_MESSAGE, 143, user="probe", password="appliancekit-probe",
+                         subject="bench mail")  # fmt: skip
+                second_sent, _, _ = backup_bytes(vm, port, len(vm.serial()))
+            settings |= {"restore": "latest", "backup_interval": "3600"}
+            with boot(result.output_dir, result.manifest, board, work / "b", settings, ports) as vm:
+                restore_boot = smtp_up(vm)
+                assert RESTORED in vm.serial(), vm.machine.failure_tail(40)
+    B, S = Unit.BYTES, Unit.SECONDS
+    figures = [
+        Figure("first backup: bytes sent", first_sent, B, "bytes of /data backed up", data_bytes),
+        Figure(
+            "next backup after one new mail: bytes sent",
+            second_sent,
+            B,
+            "first backup: bytes sent",
+            first_sent,
+        ),  # fmt: skip
+        Figure(
+            "first boot with restore=latest, to SMTP",
+            restore_boot,
+            S,
+            "first boot without restore, to SMTP",
+            plain_boot,
+        ),  # fmt: skip
+    ]
+    if args.json:
+        print(
+            json.dumps({"board": board.name, "figures": [f.to_json() for f in figures]}, indent=2)
+        )
+    else:
+        print(f"mailserver on {board.name}")
+        print(table(figures))
+        for figure in figures[:2]:
+            print(f"  {figure.name}: {figure.value:.0f} bytes / {figure.baseline:.0f} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
