@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from appliancekit.board import find_board
 from appliancekit.boottest import BootTestReport, boot_test
@@ -22,6 +23,13 @@ from appliancekit.cache import Cache, default_cache_dir
 from appliancekit.output import Reporter
 from appliancekit.project import Project
 from appliancekit.recipe import find_recipe, resolve_settings
+
+# Property tests check what holds, never how fast: a 2-core machine running QEMU beside them
+# makes Hypothesis' per-example deadline and its too-slow health check fail at random.
+settings.register_profile(
+    "appliancekit", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("appliancekit")
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = Project(REPO)
