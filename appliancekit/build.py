@@ -608,7 +608,7 @@ def _build_into(
         backend="debian",
         services=tuple(
             ServiceRecord(s.name, s.user, s.root_reason)
-            for s in (*plan.recipe.services, *([agent_service()] if agent_binary else []))
+            for s in (*root_plan.services, *([agent_service()] if agent_binary else []))
         ),
         probes=[_probe_json(p) for p in plan.recipe.probes],
         ports=sorted({*plan.recipe.ports, *(p.port for p in plan.recipe.probes)}),

@@ -56,10 +56,12 @@ ROOT_USER = User("root", 0, 0, "/root")
 
 @dataclass(frozen=True)
 class RootPlan:
-    """The full tree and what minimise must keep from it."""
+    """The full tree, what minimise must keep from it, and every service it supervises (the
+    recipe's and those its [[content]] trees add), for the manifest and the audit."""
 
     tree: RootTree
     requests: tuple[ClosureRequest, ...]
+    services: tuple[Service, ...] = ()
 
 
 def package_tree(packages: Sequence[UnpackedPackage]) -> RootTree:
@@ -134,7 +136,7 @@ def build_root(
         source=recipe.source_file,
         fields=_declarations(recipe),
     )
-    return RootPlan(tree, (supervisor_request, recipe_request))
+    return RootPlan(tree, (supervisor_request, recipe_request), services)
 
 
 def _declarations(recipe: Recipe) -> tuple[tuple[str, KeyPath], ...]:

@@ -130,7 +130,7 @@ def test_missing_executable_fails_in_minimise(scratch_project: Path) -> None:
 def test_missing_kernel_module_names_the_board_line(scratch_project: Path) -> None:
     """Found after the kernel package is unpacked, before the root is assembled."""
     board = scratch_project / "boards/qemu-virt-arm64.toml"
-    board.write_text(board.read_text().replace('"ext4"]', '"ext4", "no_such_mod"]', 1))
+    board.write_text(board.read_text().replace('"ext4"', '"ext4", "no_such_mod"', 1))
     line = next(n for n, text in enumerate(board.read_text().splitlines(), 1) if "no_such" in text)
     result = build_in(scratch_project)
     assert_clean_failure(
