@@ -107,3 +107,15 @@ if [ "$extra" = bench ]; then
     fi
   done
 fi
+
+# The browser tests' WebDriver client reaches chromedriver as "localhost". A machine whose
+# /etc/hosts is missing (a bare chroot or container) cannot resolve that name; Debian's
+# installer writes this line, so it is added only where the name resolves to nothing.
+if ! getent hosts localhost >/dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-host: the name localhost does not resolve (add '127.0.0.1 localhost' to /etc/hosts)" >&2
+    exit 2
+  fi
+  echo "setup-host: adding '127.0.0.1 localhost' to /etc/hosts (the name did not resolve)"
+  printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >> /etc/hosts
+fi
