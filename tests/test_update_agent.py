@@ -25,7 +25,7 @@ from tests.conftest import PROJECT
 from tests.update_helpers import (
     DeployServer,
     UpdateMachine,
-    build_release,
+    homepage_releases,
     make_deploy_repo,
     make_truncated,
     make_unsigned,
@@ -33,8 +33,6 @@ from tests.update_helpers import (
     make_wrongly_signed,
     new_key,
     publish,
-    recipe_copy,
-    site_copy,
 )
 
 pytestmark = pytest.mark.slow
@@ -60,33 +58,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("update")
     key = new_key(work / "key")
     other_key = new_key(work / "other-key")
-    images = work / "images"
-    now = time.time()
-    site = PROJECT.recipes_dir / "homepage" / "site"
-    v1 = build_release(PROJECT, "homepage", BOARD, images / "v1", key)
-    v2 = build_release(
-        PROJECT,
-        "homepage",
-        BOARD,
-        images / "v2",
-        key,
-        {"site": str(site_copy(site, work / "site2", "release-two", now))},
-    )
-    broken = recipe_copy(
-        PROJECT,
-        "homepage",
-        work / "recipes3",
-        lambda text: text.replace('"daemon off;"', '"daemon off; no_such_directive on;"'),
-    )
-    v3 = build_release(
-        PROJECT,
-        "homepage",
-        BOARD,
-        images / "v3",
-        key,
-        {"site": str(site_copy(site, work / "site3", "release-three", now + 60))},
-        recipes_dir=broken,
-    )
+    v1, v2, v3 = homepage_releases(PROJECT, BOARD, work, key)
     assert v1.manifest.source_date_epoch < v2.manifest.source_date_epoch
     assert v2.manifest.source_date_epoch < v3.manifest.source_date_epoch
     repo = make_deploy_repo(work / "deploy")

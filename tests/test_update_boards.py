@@ -29,13 +29,11 @@ from tests.slot_support import boot_fat
 from tests.update_helpers import (
     DeployServer,
     UpdateMachine,
-    build_release,
+    homepage_releases,
     make_deploy_repo,
     make_wrong_board,
     new_key,
     publish,
-    recipe_copy,
-    site_copy,
 )
 
 pytestmark = pytest.mark.slow
@@ -65,33 +63,7 @@ def agent_result(m: UpdateMachine, pattern: str, since: int, timeout: float) -> 
 def test_updates_itself_and_rolls_back_through_the_loader(board_name: str, tmp_path: Path) -> None:
     board = find_board(board_name, PROJECT.boards_dir)
     key = new_key(tmp_path / "key")
-    images = tmp_path / "images"
-    now = time.time()
-    site = PROJECT.recipes_dir / "homepage" / "site"
-    v1 = build_release(PROJECT, "homepage", board_name, images / "v1", key)
-    v2 = build_release(
-        PROJECT,
-        "homepage",
-        board_name,
-        images / "v2",
-        key,
-        {"site": str(site_copy(site, tmp_path / "site2", "release-two", now))},
-    )
-    broken = recipe_copy(
-        PROJECT,
-        "homepage",
-        tmp_path / "recipes3",
-        lambda text: text.replace('"daemon off;"', '"daemon off; no_such_directive on;"'),
-    )
-    v3 = build_release(
-        PROJECT,
-        "homepage",
-        board_name,
-        images / "v3",
-        key,
-        {"site": str(site_copy(site, tmp_path / "site3", "release-three", now + 60))},
-        recipes_dir=broken,
-    )
+    v1, v2, v3 = homepage_releases(PROJECT, board_name, tmp_path, key)
     assert v1.manifest.slot_switch == v3.manifest.slot_switch != "initramfs"
     repo = make_deploy_repo(tmp_path / "deploy")
     times: list[str] = []

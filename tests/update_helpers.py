@@ -84,6 +84,42 @@ def recipe_copy(project: Project, recipe: str, dest_root: Path, edit: Callable[[
     return dest_root
 
 
+def homepage_releases(
+    project: Project, board: str, work: Path, key: KeyPair
+) -> tuple[BuildResult, BuildResult, BuildResult]:
+    """The three homepage releases the update tests publish, each newer than the last: v1 (the
+    stock site), v2 (its page says "release-two") and v3 (says "release-three", but nginx
+    refuses its configuration, so its service crashes at start)."""
+    images = work / "images"
+    now = time.time()
+    site = project.recipes_dir / "homepage" / "site"
+    v1 = build_release(project, "homepage", board, images / "v1", key)
+    v2 = build_release(
+        project,
+        "homepage",
+        board,
+        images / "v2",
+        key,
+        {"site": str(site_copy(site, work / "site2", "release-two", now))},
+    )
+    broken = recipe_copy(
+        project,
+        "homepage",
+        work / "recipes3",
+        lambda text: text.replace('"daemon off;"', '"daemon off; no_such_directive on;"'),
+    )
+    v3 = build_release(
+        project,
+        "homepage",
+        board,
+        images / "v3",
+        key,
+        {"site": str(site_copy(site, work / "site3", "release-three", now + 60))},
+        recipes_dir=broken,
+    )
+    return v1, v2, v3
+
+
 def make_deploy_repo(path: Path) -> Path:
     path.mkdir(parents=True)
     subprocess.run(["git", "init", "-q", str(path)], check=True)
