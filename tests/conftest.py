@@ -242,23 +242,3 @@ def sd_card_partitions(disk: Path, first_partition_offset: int) -> list[dict[str
     # the power-of-two padding belongs to the data partition, not grown into at first boot
     assert (parts[-1]["start"] + parts[-1]["size"]) * 512 == size
     return parts
-
-
-# The session's homepage image for qemu-virt-arm64 is booted by many modules, and a boot of
-# an image directory writes its serial.log there: two xdist workers booting it at once would
-# read each other's log. Every module that touches that image runs on one worker (one
-# xdist_group); any other module is a group of its own, so its tests keep their order.
-SHARED_HOMEPAGE = re.compile(r'homepage_image|homepage_cli_test|"homepage",\s*"qemu-virt-arm64"')
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    modules = {item.module for item in items if isinstance(item, pytest.Function)}
-    shared_modules = {
-        module.__name__
-        for module in modules
-        if SHARED_HOMEPAGE.search(Path(module.__file__).read_text())
-    }
-    for item in items:
-        module = item.module.__name__ if isinstance(item, pytest.Function) else item.nodeid
-        group = "homepage-qemu-virt-arm64" if module in shared_modules else module
-        item.add_marker(pytest.mark.xdist_group(group))
