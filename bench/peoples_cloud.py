@@ -69,7 +69,7 @@ def size_figures(result, board, work: Path, debian: bool) -> list[Figure]:  # ty
         sources = [line for line in sources_file.read_text().splitlines() if line.strip()]
         plain = install(suite, arch, list(recipe.debian.packages), sources, work / "debian", None)
         note(f"plain Debian install of {recipe.debian.packages}: {plain}")
-        baseline = plain.bytes + npm_bytes
+        baseline = plain.tree_bytes + npm_bytes
         name = "Debian minbase + nodejs + serf, + npm install (untrimmed)"
         figures += [
             Figure("sealed root (erofs, lz4hc)", sizes["sealed_root_bytes"], Unit.BYTES, name, baseline),
