@@ -5,15 +5,19 @@ renders; bad input is one line. The boots are in test_monitoring_cloud.py."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
 
+import jinja2
 import pytest
 import yaml
 
 from appliancekit import monitoring
+from appliancekit.agent import install as agent_install
 from appliancekit.board import find_board
+from appliancekit.boot.slotswitch import SLOTS_JSON
 from appliancekit.build import resolve_recipe_sources
 from appliancekit.cache import Cache
 from appliancekit.cloud import roles
@@ -63,6 +67,10 @@ RULES = {
     "ServiceRestarting",
     "DataPartitionFull",
     "CertificateExpiresSoon",
+    "BackupFailing",
+    "UpdateFailing",
+    "UpdateNotChecked",
+    "StateUnreadable",
     "BackupTooOld",
 }
 
@@ -208,6 +216,8 @@ def test_alert_rules_read_the_documented_metrics() -> None:
     assert by_name["MemberDown"]["expr"] == 'up{job="appliances"} == 0'
     assert by_name["ServiceDown"]["for"] == "20s"
     assert "< 7 * 86400" in by_name["CertificateExpiresSoon"]["expr"]
+    assert by_name["UpdateFailing"]["for"] == "24h"  # update_failing_hours' default
+    assert "> 48 * 3600" in by_name["UpdateNotChecked"]["expr"]
     assert '{mountpoint="/data"}' in by_name["DataPartitionFull"]["expr"]
     used = {
         word for rule in group["rules"] for word in re.findall(r"appliancekit_\w+", rule["expr"])
@@ -297,3 +307,27 @@ def test_blas_is_linked_where_the_loader_looks() -> None:
     _library_alternatives(tree, BOARD)
     assert tree.resolve(f"{lib}/libblas.so.3")[0] == f"{lib}/blas/libblas.so.3"
     assert tree.resolve(f"{lib}/liblapack.so.3")[0] == f"{lib}/liblapack.so.3"
+
+
+def test_the_agent_reads_the_state_files_the_image_has(tmp_path: Path) -> None:
+    """The sources file names the update agent's and backup agent's state files, and the
+    certificate the ACME service installs: the directory its acme.env names (tlsdir)."""
+    acme = '\n[[file]]\npath = "/etc/acme/acme.env"\ncontent = """url={{ settings.hostname }}\ntlsdir=/var/lib/mail-tls\nuid=960\n"""\n'
+    recipe = load_recipe(recipe_with(tmp_path, acme + "\n[monitoring]\n"))
+    files = {f.path: f for f in recipe.files}
+    sources = json.loads(jinja2.Template(files[monitoring.SOURCES_FILE].content or "").render())
+    assert sources == {
+        "update": {
+            "status": "/data/.appliancekit/update/status.json",
+            "slots": "/etc/appliancekit/slots.json",
+        },
+        "backups": [{"target": "data", "status": "/data/.appliancekit/backup/status"}],
+        "certificates": [{"name": "mail-tls", "path": "/var/lib/mail-tls/cert.pem"}],
+    }
+    agent = next(s for s in recipe.services if s.name == monitoring.AGENT_SERVICE)
+    assert f"-sources={monitoring.SOURCES_FILE}" in agent.exec
+    # the update agent's own paths, which monitoring cannot import
+    assert sources["update"]["status"] == f"{agent_install.STATE_DIR}/status.json"
+    assert sources["update"]["slots"] == SLOTS_JSON
+    plain = load_recipe(recipe_with(tmp_path / "plain", "\n[monitoring]\n"))
+    assert monitoring.sources_config(plain)["certificates"] == []

@@ -2,7 +2,9 @@
 scenarios: a DNS member and the monitoring member (Prometheus), both with [monitoring], and
 the scanner appliance joining their network once they answer.
 
-- every scrape target is up; the agent refuses a scrape without the token;
+- every scrape target is up; the agent refuses a scrape without the token; the DNS member's
+  scrape carries its update state (the release it was built as, its slot), and no backup
+  metric (it has no [backup]);
 - pdns, killed on the DNS member through its agent (SIGTERM, kept down: there is no shell to
   kill it with), shows as down and ServiceDown fires; killed five times while wanted up,
   ServiceRestarting fires; the DNS member's QEMU killed, MemberDown fires;
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -239,6 +242,19 @@ def test_monitored_cloud(appliances: ApplianceCache, session_images: Path, tmp_p
             assert status == 200
             assert 'appliancekit_service_up{service="pdns"} 1' in metrics
             assert 'node_filesystem_avail_bytes{device="/dev/vda4"' in metrics
+            # the update agent's state, read from its status.json on /data: the release
+            # this member was built as, in slot a, checked (no update_url here: not enabled)
+            release = cards["ns"].manifest.source_date_epoch
+            assert f'appliancekit_update_info{{release="{release}",slot="a"}} 1' in metrics
+            assert "appliancekit_update_last_check_timestamp_seconds " in metrics
+            assert "appliancekit_update_enabled 0" in metrics
+            assert "appliancekit_update_trial 0" in metrics
+            assert "appliancekit_update_supported{" in metrics
+            read_errors = re.findall(r"^appliancekit_state_read_errors\{.*\} (\S+)$", metrics, re.M)
+            assert read_errors and set(read_errors) == {"0"}, metrics
+            assert "appliancekit_backup_" not in metrics  # dns has no [backup]: no made-up age
+            info = f'appliancekit_update_info{{member="ns",release="{release}",slot="a"}}'
+            wait_for("update state in Prometheus", lambda: value(info) == 1.0, 120, log)
             pdns = 'appliancekit_service_up{member="ns",service="pdns"}'
             assert value(pdns) == 1.0
             # control needs the control token, not the scrape token

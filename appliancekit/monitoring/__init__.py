@@ -22,7 +22,10 @@ name and renamed: see METRIC_NAMES and docs/architecture.md, "Monitoring".
 from __future__ import annotations
 
 import dataclasses
+import json
+import posixpath
 
+from appliancekit.backup.status import STATUS_FILE as BACKUP_STATUS_FILE
 from appliancekit.errors import UserError
 from appliancekit.recipe import GeneratedFile, MonitoringSection, Recipe, Service, Setting, User
 from appliancekit.settings_kinds import SettingKind
@@ -56,6 +59,16 @@ EXPORTER_COLLECTORS = (
     ),
 )
 TOKEN_FILE = "/etc/appliancekit/monitoring/token"
+# Where the agent finds the update, backup and certificate state (sources_config)
+SOURCES_FILE = "/etc/appliancekit/monitoring/sources.json"
+# The update agent's files: appliancekit/agent/install.py STATE_DIR and boot/slotswitch.py
+# SLOTS_JSON (not imported: both import the recipe module, which imports this one)
+UPDATE_STATUS_FILE = "/data/.appliancekit/update/status.json"
+SLOTS_FILE = "/etc/appliancekit/slots.json"
+# The ACME service's settings file (recipes that speak TLS, acme/renew): its `tlsdir=` line
+# names the directory the served certificate is installed in, as cert.pem
+ACME_ENV = "/etc/acme/acme.env"
+BACKUP_TARGET = "data"  # the backup agent backs up /data, to one repository
 CONTROL_TOKEN_FILE = "/etc/appliancekit/monitoring/control-token"
 TOKEN_SETTING = "monitoring_token"
 CONTROL_TOKEN_SETTING = "monitoring_control_token"
@@ -75,10 +88,32 @@ METRIC_NAMES = {
     "appliancekit_service_restarts_total": "counter{service}: starts after the first one",
     "appliancekit_service_state_seconds": "gauge{service}: seconds since it started/stopped",
     "appliancekit_certificate_expiry_timestamp_seconds": (
-        "gauge{certificate}: notAfter of each certificate a service serves (Unix time)"
+        "gauge{certificate,path}: earliest notAfter in the PEM chain a service serves (Unix time)"
     ),
     "appliancekit_backup_last_success_timestamp_seconds": (
         "gauge{target}: end of the last successful backup of /data (Unix time)"
+    ),
+    "appliancekit_backup_last_attempt_timestamp_seconds": (
+        "gauge{target}: end of the last backup attempt (Unix time)"
+    ),
+    "appliancekit_backup_last_result_ok": "gauge{target}: 1 if the last attempt succeeded",
+    "appliancekit_backup_enabled": "gauge{target}: 0 when no backup_repository is set",
+    "appliancekit_backup_last_size_bytes": "gauge{target}: bytes of /data the snapshot covers",
+    "appliancekit_backup_last_added_bytes": "gauge{target}: bytes the last backup sent",
+    "appliancekit_update_info": "gauge{release,slot}: 1; the running release and its slot",
+    "appliancekit_update_trial": "gauge: 1 while the running release is on its trial boot",
+    "appliancekit_update_enabled": "gauge: 0 when no update_url is set (no checks)",
+    "appliancekit_update_last_check_timestamp_seconds": "gauge: last check (Unix time)",
+    "appliancekit_update_last_result_ok": "gauge: 1 if the last check/update went through",
+    "appliancekit_update_last_success_timestamp_seconds": (
+        "gauge: when an update last committed on this device (Unix time)"
+    ),
+    "appliancekit_update_failed_releases": "gauge: releases tried here that did not commit",
+    "appliancekit_update_supported": (
+        "gauge{mechanism,reason}: 0 when the board's slot switch is not implemented"
+    ),
+    "appliancekit_state_read_errors": (
+        "gauge{source,path}: 1 when a state file is there but cannot be read or parsed"
     ),
 }
 
@@ -108,6 +143,34 @@ def _settings() -> tuple[Setting, ...]:
     )
 
 
+def certificates(recipe: Recipe) -> list[dict[str, str]]:
+    """The certificates `recipe` serves: the ACME service's (ACME_ENV's `tlsdir`), named
+    after that directory (tls, mail-tls)."""
+    found: list[dict[str, str]] = []
+    for file in recipe.files:
+        if file.path != ACME_ENV or file.content is None:
+            continue
+        for line in file.content.splitlines():
+            key, eq, value = line.partition("=")
+            if eq and key.strip() == "tlsdir" and value.strip().startswith("/"):
+                tlsdir = posixpath.normpath(value.strip())
+                path = posixpath.join(tlsdir, "cert.pem")
+                found.append({"name": posixpath.basename(tlsdir), "path": path})
+    return found
+
+
+def sources_config(recipe: Recipe) -> dict[str, object]:
+    """What the agent reads besides s6 (agent/state.go), from what the image holds. The
+    update agent is in every image; the backup status file exists only with [backup] (which
+    the recipe expands after [monitoring], so it is always named: absent, it gives no
+    metric)."""
+    return {
+        "update": {"status": UPDATE_STATUS_FILE, "slots": SLOTS_FILE},
+        "backups": [{"target": BACKUP_TARGET, "status": BACKUP_STATUS_FILE}],
+        "certificates": certificates(recipe),
+    }
+
+
 def augment(recipe: Recipe, spec: MonitoringSection | None = None) -> Recipe:
     """`recipe` with monitoring: its users, services, settings, files and port added.
 
@@ -134,7 +197,7 @@ def augment(recipe: Recipe, spec: MonitoringSection | None = None) -> Recipe:
         if setting.name in names:
             raise clash(f"setting {setting.name!r} is reserved for monitoring")
     paths = {f.path for f in recipe.files}
-    for path in (TOKEN_FILE, CONTROL_TOKEN_FILE):
+    for path in (TOKEN_FILE, CONTROL_TOKEN_FILE, SOURCES_FILE):
         if path in paths:
             raise clash(f"file {path} is reserved for monitoring")
     services = (
@@ -158,6 +221,7 @@ def augment(recipe: Recipe, spec: MonitoringSection | None = None) -> Recipe:
                 f"-token-file={TOKEN_FILE}",
                 f"-control-token-file={CONTROL_TOKEN_FILE}",
                 f"-metrics-dir={METRICS_DIR}",
+                f"-sources={SOURCES_FILE}",
             ),
             root_reason=AGENT_ROOT_REASON,
         ),
@@ -166,6 +230,9 @@ def augment(recipe: Recipe, spec: MonitoringSection | None = None) -> Recipe:
         GeneratedFile(path, content=f"{{{{ settings.{name} }}}}\n", mode=0o600)
         for path, name in ((TOKEN_FILE, TOKEN_SETTING), (CONTROL_TOKEN_FILE, CONTROL_TOKEN_SETTING))
     )
+    # inline content is a jinja2 template: raw, so no path can be taken for a tag
+    sources = json.dumps(sources_config(recipe), indent=2, sort_keys=True)
+    files += (GeneratedFile(SOURCES_FILE, content=f"{{% raw %}}{sources}\n{{% endraw %}}"),)
     return dataclasses.replace(
         recipe,
         users=(*recipe.users, EXPORTER_USER),

@@ -9,6 +9,9 @@
 //	appliancekit_service_restarts_total{service} starts seen after the agent's first look
 //	appliancekit_service_state_seconds{service}  seconds since it last started or stopped
 //
+// and the update, backup and certificate state, from the files named in the sources file
+// (state.go: appliancekit_update_*, appliancekit_backup_*, appliancekit_certificate_*).
+//
 // With a second token (off unless the device has one) it also takes services down, up, or
 // kills them, through s6-supervise's control fifo: what an administrator (or a test) does to
 // a service on a device that has no shell to log in to.
@@ -228,6 +231,7 @@ func main() {
 	interval := flag.Duration("interval", 500*time.Millisecond, "how often the status files are read (s6 restarts a service at most once a second)")
 	upstreamEvery := flag.Duration("upstream-interval", 5*time.Second, "how often node-exporter is read")
 	maxAge := flag.Duration("upstream-max-age", 2*time.Minute, "node-exporter's answer is served this long at most")
+	sourcesFile := flag.String("sources", "", "JSON file naming the update, backup and certificate state files (empty: none)")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -238,6 +242,11 @@ func main() {
 			log.Printf("ak-monitor: %v", err)
 		}
 		_ = os.Chmod(*metricsDir, 0o777|os.ModeSticky)
+	}
+	sources, err := loadSources(*sourcesFile)
+	if err != nil {
+		// the supervision metrics are still worth serving; the state ones need the file
+		log.Printf("ak-monitor: no update, backup or certificate metrics: %v", err)
 	}
 	token := readToken(*tokenFile)
 	control := readToken(*controlFile)
@@ -268,6 +277,7 @@ func main() {
 			_, _ = w.Write(body)
 		}
 		a.metrics(w)
+		writeSamples(w, sources.collect())
 	})
 	mux.HandleFunc("/v1/services/", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
