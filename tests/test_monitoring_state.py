@@ -358,3 +358,48 @@ def test_a_corrupt_file_is_an_error_not_a_value(
     assert values == {}, values
     (root / path).unlink()
     assert set(named(scrape(url), "appliancekit_state_read_errors").values()) == {0.0}
+
+
+# Every result sentence the update agent can leave in status.json, as its source spells it
+# (%d, %s, %v filled in below), and what the monitoring agent must make of it.
+UPDATE_RESULTS = {
+    "rolled back: ": "failed",
+    "trial of release %d running": "ok",
+    "committed release %d in slot %s": "ok",
+    "trial of release %d failed (%s): rebooting into slot %s": "failed",
+    "no update_url set: not checking": "off",
+    "no release published": "ok",
+    "repository unreachable": "failed",
+    "refused: %v": "failed",
+    "refused: %s": "failed",
+    "refused: the release is not signed (no SHA256SUMS.minisig)": "failed",
+    "refused: the signed release lists no %s (publish it with a two-slot appliancekit)": "failed",
+    "refused: %s does not match the signed SHA256SUMS": "failed",
+    "release %d not written (will resume): %v": "failed",
+    "release %d is in slot %s; switching in the maintenance window": "ok",
+    "refused: the release's %s differs from the loader's; switching kernels on this board needs kexec, which is not implemented": "failed",
+    "cannot arm the trial: %v": "failed",
+    "rebooting into slot %s for one trial boot of release %d": "ok",
+    "up to date": "ok",
+}
+
+
+def test_every_update_result_is_classified() -> None:
+    """The update agent says how a check went in a sentence; the monitoring agent tells
+    failures by how they begin (state.go, updateFailed). A sentence added or reworded in the
+    update agent fails here until it is classified."""
+    updater = REPO / "appliancekit" / "agent" / "updater"
+    agent_go = (updater / "agent.go").read_text()
+    found = set(re.findall(r'setResult\((?:fmt\.Sprintf\()?"([^"]*)"', agent_go))
+    found |= set(re.findall(r'Errorf\("([^"%][^"]*)"', agent_go))
+    found |= set(re.findall(r'return (?:fmt\.Sprintf\()?"([^"]+)"[^\n]*, nil\n', agent_go))
+    found |= set(re.findall(r'errors\.New\("([^"]*)"\)', agent_go))
+    found |= set(re.findall(r'Note: "([^"]*)"', (updater / "release.go").read_text()))
+    assert found == set(UPDATE_RESULTS)
+    state_go = (REPO / "appliancekit" / "monitoring" / "agent" / "state.go").read_text()
+    failed = re.compile(re.search(r"updateFailed = regexp\.MustCompile\(`([^`]*)`\)", state_go)[1])  # type: ignore[index]
+    off = re.search(r'const updateOff = "([^"]*)"', state_go)[1]  # type: ignore[index]
+    for sentence, want in UPDATE_RESULTS.items():
+        filled = sentence.replace("%d", "17").replace("%s", "x").replace("%v", "x")
+        got = "off" if filled.startswith(off) else "failed" if failed.match(filled) else "ok"
+        assert got == want, sentence
