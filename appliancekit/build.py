@@ -488,6 +488,7 @@ def _build_into(
             firmware=tuple(unpacked[p] for p in sources.firmware),
             workdir=boot_work,
             seed=inputs,
+            appliance=plan.recipe.name,
         )
     )
     boot_parts, boot_size, slot_boot_bytes = _boot_partitions(

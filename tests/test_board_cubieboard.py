@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from appliancekit.board import Architecture, BootPath, PartitionTable, find_board
-from appliancekit.boot import uboot, ubootcount
+from appliancekit.boot import ethaddr, uboot, ubootcount
 from appliancekit.build import BuildPlan, BuildResult, build
 from appliancekit.cache import Cache, default_cache_dir
 from appliancekit.disk import extract_fat_file
@@ -161,7 +161,8 @@ def test_layout(built: BuildResult, tmp_path: Path) -> None:
     assert "    kernel vmlinuz\n" in conf  # relative to slot-a/
     extract_fat_file(disk, offset, "boot.scr", tmp_path / "boot.scr")
     script = ubootcount.read_script_image((tmp_path / "boot.scr").read_bytes())
-    assert script == ubootcount.render_script()
+    mac = ethaddr.fallback_ethaddr(manifest.recipe, BOARD.name)
+    assert script == ubootcount.render_script(mac)
     extract_fat_file(disk, offset, "ak-bootcount.env", tmp_path / "state")
     state = ubootcount.parse_state((tmp_path / "state").read_text())
     assert state == ubootcount.BootCount("a", "b") and state.chosen() == "a"

@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from appliancekit.boot import sdboot, tryboot, ubootcount
+from appliancekit.boot import ethaddr, sdboot, tryboot, ubootcount
 from appliancekit.errors import UserError
 
 CMDLINE = "console=ttyS0 quiet panic=10 ak.roothash=ab ak.salt=cd ak.datablocks=7 ak.slot=a"
@@ -203,3 +203,17 @@ def test_autoboot_txt() -> None:
 def test_bad_autoboot_txt(text: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
         tryboot.parse_autoboot(text)
+
+
+def test_script_sets_a_stable_mac_only_where_u_boot_has_none() -> None:
+    mac = ethaddr.fallback_ethaddr("homepage", "cubieboard")
+    assert mac == ethaddr.fallback_ethaddr("homepage", "cubieboard")  # every build, every release
+    assert mac != ethaddr.fallback_ethaddr("mailserver", "cubieboard")
+    octets = [int(o, 16) for o in mac.split(":")]
+    assert len(octets) == 6 and octets[0] & 0x03 == 0x02  # locally administered, unicast
+    lines = [line.strip() for line in ubootcount.render_script(mac).splitlines()]
+    guard = lines.index('if test -z "${ethaddr}"; then')  # U-Boot's own (the SID's) wins
+    assert lines[guard + 2] == f"setenv ethaddr {mac}" and lines[guard + 3] == "fi"
+    first_boot = min(i for i, line in enumerate(lines) if line.startswith("run "))
+    assert guard < first_boot  # bootm copies ethaddr into the kernel's device tree
+    assert "ethaddr" not in ubootcount.render_script()

@@ -45,6 +45,7 @@ class BootInputs:
     firmware: tuple[UnpackedPackage, ...]  # the board's [firmware] packages
     workdir: Path  # scratch space for generated boot files
     seed: str  # for anything that must be reproducible
+    appliance: str  # the recipe's name: for what must stay the same across its releases
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from appliancekit.boot import (
     package_files,
     ubootcount,
 )
+from appliancekit.boot.ethaddr import fallback_ethaddr
 from appliancekit.boot.slotswitch import SlotSwitch
 from appliancekit.errors import UserError
 from appliancekit.manifest import Manifest
@@ -159,7 +160,8 @@ def layout(inputs: BootInputs) -> BootLayout:
     slot_files = {kernel: inputs.kernel.image, INITRD: inputs.initramfs, SLOT_EXTLINUX: extlinux}
     if device_tree:
         slot_files[device_tree] = files.pop(device_tree)
-    files.update(ubootcount.boot_files(board, inputs.workdir))
+    mac = fallback_ethaddr(inputs.appliance, board.name)  # only where U-Boot has none
+    files.update(ubootcount.boot_files(board, inputs.workdir, mac))
 
     spl = spl_image(inputs)
     changes = {k[4:]: v for k, v in config.items() if k.startswith("env.")}

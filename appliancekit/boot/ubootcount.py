@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliancekit.board import Board
+from appliancekit.boot.ethaddr import uboot_script
 from appliancekit.boot.slotswitch import Mechanism, SlotSwitch
 from appliancekit.errors import UserError
 
@@ -105,11 +106,14 @@ def parse_state(text: str) -> BootCount:
         raise UserError(f"{STATE}: bad number ({e})", field=STATE) from None
 
 
-def render_script() -> str:
+def render_script(ethaddr: str | None = None) -> str:
+    """The boot script; `ethaddr`: the MAC address to set where U-Boot has none
+    (boot/ethaddr.py)."""
     names = " ".join(STATE_NAMES)
+    mac = uboot_script(ethaddr) if ethaddr else ""
     return f"""\
 # appliancekit: U-Boot bootcount/bootlimit/altbootcmd for two slots (boot/ubootcount.py)
-echo appliancekit: choosing a slot (bootcount, bootlimit, altbootcmd in {SCRIPT})
+{mac}echo appliancekit: choosing a slot (bootcount, bootlimit, altbootcmd in {SCRIPT})
 setenv ak_part ${{devtype}} ${{devnum}}:${{distro_bootpart}}
 setenv slot a
 setenv altslot b
@@ -183,11 +187,11 @@ def slot_append(cmdline: str) -> str:
     return " ".join([*words, "ak.slot=${ak_slot}"])
 
 
-def boot_files(board: Board, workdir: Path) -> dict[str, Path]:
+def boot_files(board: Board, workdir: Path, ethaddr: str | None = None) -> dict[str, Path]:
     """The files at the top of the boot partition: the script and the state of a new card
     (slot a, nothing armed)."""
     script = workdir / SCRIPT
-    script.write_bytes(script_image(render_script(), board.arch.value))
+    script.write_bytes(script_image(render_script(ethaddr), board.arch.value))
     state = workdir / STATE
     state.write_text(BootCount(slot="a", altslot="b").render())
     return {SCRIPT: script, STATE: state}
