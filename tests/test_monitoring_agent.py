@@ -127,7 +127,8 @@ def until(base: str, name: str, want: float) -> str:
     deadline = time.monotonic() + 20
     while True:
         text = scrape(base)
-        if metric(text, name) == want:
+        # absent until s6-supervise has written the service's first status file
+        if f'{name}{{service="sleeper"}} ' in text and metric(text, name) == want:
             return text
         assert time.monotonic() < deadline, f"{name} never became {want}:\n{text}"
         time.sleep(0.2)

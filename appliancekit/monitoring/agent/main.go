@@ -6,7 +6,7 @@
 //
 //	appliancekit_service_up{service}             1 while the service runs
 //	appliancekit_service_wanted_up{service}      0 when an administrator took it down
-//	appliancekit_service_restarts_total{service} starts seen after the agent's first look
+//	appliancekit_service_restarts_total{service} starts seen after the first one the agent saw
 //	appliancekit_service_state_seconds{service}  seconds since it last started or stopped
 //
 // and the update, backup and certificate state, from the files named in the sources file
@@ -44,13 +44,12 @@ const (
 )
 
 type service struct {
-	up        bool
-	wantUp    bool
-	pid       uint64
-	changed   time.Time
-	starts    uint64
-	lastPid   uint64
-	seenFirst bool
+	up      bool
+	wantUp  bool
+	pid     uint64
+	changed time.Time
+	starts  uint64
+	lastPid uint64
 }
 
 type agent struct {
@@ -105,13 +104,15 @@ func (a *agent) poll() {
 		s.up = pid != 0 && !finishing
 		s.wantUp = flags&4 != 0
 		s.changed = changed
+		// a start is counted once the service has been seen running: a service that is
+		// still coming up when the agent first looks (at boot, both start together) has
+		// not restarted
 		if s.up && pid != s.lastPid {
-			if s.seenFirst {
+			if s.lastPid != 0 {
 				s.starts++
 			}
 			s.lastPid = pid
 		}
-		s.seenFirst = true
 	}
 }
 
@@ -140,7 +141,7 @@ func (a *agent) metrics(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "appliancekit_service_wanted_up{service=%q} %d\n", n, b(a.svcs[n].wantUp))
 	}
-	fmt.Fprintln(w, "# HELP appliancekit_service_restarts_total Starts of the service seen after its first (since the agent started).")
+	fmt.Fprintln(w, "# HELP appliancekit_service_restarts_total Starts of the service after the first one the agent saw running.")
 	fmt.Fprintln(w, "# TYPE appliancekit_service_restarts_total counter")
 	for _, n := range names {
 		fmt.Fprintf(w, "appliancekit_service_restarts_total{service=%q} %d\n", n, a.svcs[n].starts)
