@@ -13,8 +13,10 @@ import zlib
 
 import pytest
 
+from appliancekit.board import find_board
 from appliancekit.boot import ethaddr, sdboot, tryboot, ubootcount
 from appliancekit.errors import UserError
+from tests.conftest import PROJECT
 
 CMDLINE = "console=ttyS0 quiet panic=10 ak.roothash=ab ak.salt=cd ak.datablocks=7 ak.slot=a"
 
@@ -217,3 +219,15 @@ def test_script_sets_a_stable_mac_only_where_u_boot_has_none() -> None:
     first_boot = min(i for i, line in enumerate(lines) if line.startswith("run "))
     assert guard < first_boot  # bootm copies ethaddr into the kernel's device tree
     assert "ethaddr" not in ubootcount.render_script()
+
+
+def test_tryboot_names_what_the_agent_needs_and_why_it_still_refuses() -> None:
+    switch = tryboot.slot_switch(find_board("rpi4", PROJECT.boards_dir))
+    # what the agent's tryboot switch reads (agent/updater/loaderswitch.go)
+    assert switch.paths["cmdline"] == "cmdline.txt" and switch.paths["autoboot"] == "autoboot.txt"
+    assert switch.paths["reboot_argument"] == "0 tryboot"
+    assert switch.paths["boot_partition_b"] == "ak-boot-b"
+    assert switch.paths["boot_partition_number_b"] == "3"
+    # refused on Debian's kernel, which does not pass the tryboot flag to the firmware
+    reason = switch.refuse_reason()
+    assert reason is not None and "tryboot flag" in reason and "refused" in reason

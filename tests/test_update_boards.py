@@ -15,7 +15,8 @@ reaches: QEMU's A10 has no MAC address for U-Boot to pass on, so boot.scr sets a
 (boot/ethaddr.py) and the test checks the leases on the console.
 
 rpi4 is not here: QEMU's raspi4b runs no Pi firmware (so nothing would follow autoboot.txt
-on a guest reboot) and the agent refuses rpi-tryboot updates (see docs/architecture.md).
+on a guest reboot), and rpi4 images refuse rpi-tryboot updates because Debian's kernel does
+not pass the tryboot flag to the firmware (see docs/architecture.md).
 """
 
 from __future__ import annotations

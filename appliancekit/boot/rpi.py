@@ -33,7 +33,7 @@ from appliancekit.hostcmd import run
 from appliancekit.manifest import Manifest
 
 CONFIG = "config.txt"
-CMDLINE = "cmdline.txt"
+CMDLINE = tryboot.CMDLINE
 INITRD = "initrd.img"
 DEFAULT_KERNEL = "kernel8.img"
 

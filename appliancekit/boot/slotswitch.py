@@ -63,13 +63,15 @@ class SlotSwitch:
     watchdog: Watchdog | None = None
     # mechanism-specific named paths or values (loader files, environment variables, ...)
     paths: dict[str, str] = field(default_factory=dict)
+    missing: str = ""  # where not implemented: what is missing, for the refusal
 
     def refuse_reason(self) -> str | None:
         """Why the agent must refuse to update this board (None: it can update)."""
         if self.implemented:
             return None
+        missing = f" ({self.missing})" if self.missing else ""
         return (
-            f"slot switching through {self.mechanism} is not implemented yet;"
+            f"slot switching through {self.mechanism} is not implemented yet{missing};"
             " updates are refused (reflash to change the release)"
         )
 

@@ -40,6 +40,7 @@ from appliancekit.boot.slotswitch import Mechanism, SlotSwitch
 from appliancekit.errors import UserError
 
 AUTOBOOT = "autoboot.txt"
+CMDLINE = "cmdline.txt"  # in each slot's boot partition; the agent writes ak.slot=SLOT into it
 # GPT: ak-boot (autoboot.txt, settings.env), then each slot's boot partition. The Pi 4's
 # bootloader reads GPT cards; an MBR card has room for four partitions, not six.
 SLOT_PARTITIONS = {"a": 2, "b": 3}
@@ -119,15 +120,27 @@ def firmware_boot_partition(text: str, tryboot_flag: bool) -> int:
     return autoboot.committed
 
 
+# What stops the agent: Debian's arm64 kernel (6.12.118+deb13-arm64) has no tryboot support.
+# Raspberry Pi OS's kernel carries a patch to the raspberrypi firmware driver that turns
+# reboot "0 tryboot" into the firmware's SET_REBOOT_FLAGS (tryboot) mailbox call; mainline,
+# and so Debian, does not (the string "tryboot" is nowhere in its Image or modules), and
+# it has no /dev/vcio for the agent to send it itself. A trial reboot there boots [all]'s
+# partition again, and the agent would take that for a failed trial.
+KERNEL_LACKS_TRYBOOT = (
+    "the agent writes the slot's boot partition, [tryboot] and reboots with"
+    f" {REBOOT_ARGUMENT!r}, but Debian's kernel does not pass the tryboot flag to the firmware"
+    " (Raspberry Pi OS's kernel patch), so the trial would never boot"
+)
+
+
 def slot_switch(board: Board) -> SlotSwitch:
-    # The loader's side is done (autoboot.txt, the boot partitions, the firmware stand-in);
-    # the update agent does not yet write a slot's own boot partition, so it refuses.
     return SlotSwitch(
         mechanism=Mechanism.RPI_TRYBOOT,
         implemented=False,
+        missing=KERNEL_LACKS_TRYBOOT,
         arm=(
             "write the release's boot files into the slot's boot partition (ak-boot-NEW; its"
-            f" cmdline.txt with ak.slot=NEW), then {AUTOBOOT} on ak-boot (new file, then rename)"
+            f" {CMDLINE} with ak.slot=NEW), then {AUTOBOOT} on ak-boot (new file, then rename)"
             " with [tryboot] boot_partition=NEW's number, then reboot(2) with"
             f" LINUX_REBOOT_CMD_RESTART2 and {REBOOT_ARGUMENT!r}"
         ),
@@ -140,6 +153,7 @@ def slot_switch(board: Board) -> SlotSwitch:
         state=f"boot:{AUTOBOOT}",
         paths={
             "autoboot": AUTOBOOT,
+            "cmdline": CMDLINE,
             "reboot_argument": REBOOT_ARGUMENT,
             **{f"boot_partition_{slot}": slot_partition_name(slot) for slot in SLOT_PARTITIONS},
             **{f"boot_partition_number_{s}": str(n) for s, n in SLOT_PARTITIONS.items()},

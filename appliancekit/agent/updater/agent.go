@@ -330,21 +330,28 @@ func (a *Agent) writeRelease(f *Fetcher, rel Release, target string) error {
 	if _, err := WriteArtefact(f, rel, rel.Root, tf, rf, size, nil); err != nil {
 		return err
 	}
-	bm, err := MountBoot(a.slots, true)
-	if err != nil {
-		return err
-	}
-	for _, b := range rel.Boot {
-		_, err := WriteBootFile(f, rel, b, filepath.Join(bm.Dir, tinfo.BootDir), filepath.Join(bm.Dir, rinfo.BootDir))
-		if err != nil {
-			bm.Close()
-			return err
-		}
-	}
-	if err := bm.Close(); err != nil {
+	if err := a.writeBootFiles(f, rel, target); err != nil {
 		return err
 	}
 	return WriteJSON(a.slotFile(target), SlotContent{rel.Version, rel.RootHash, true})
+}
+
+// writeBootFiles puts the release's boot files where the loader reads target's: its
+// directory on the boot partition, or its own boot partition (SlotBootPartitions).
+func (a *Agent) writeBootFiles(f *Fetcher, rel Release, target string) error {
+	running := a.boot.Slot
+	if sp, ok := a.sw.(SlotBootPartitions); ok {
+		fix := func(name string, data []byte) []byte { return sp.SlotBootFile(name, data, target) }
+		return withBoot(sp.SlotBoot(target), true, func(dir string) error {
+			return withBoot(sp.SlotBoot(running), false, func(runningDir string) error {
+				return WriteSlotBootFiles(f, rel, dir, runningDir, fix)
+			})
+		})
+	}
+	tinfo, rinfo := a.slots.Slots[target], a.slots.Slots[running]
+	return withBoot(mountedBoot(a.slots), true, func(dir string) error {
+		return WriteSlotBootFiles(f, rel, filepath.Join(dir, tinfo.BootDir), filepath.Join(dir, rinfo.BootDir), nil)
+	})
 }
 
 // checkLoader: on the `initramfs` mechanism the loader always starts its own kernel and

@@ -56,11 +56,17 @@ type BootMount struct {
 
 // MountBoot mounts the boot partition read-only (or read-write) at RunDir/boot.
 func MountBoot(cfg SlotsConfig, rw bool) (*BootMount, error) {
-	dev, err := FindPartition(cfg, cfg.BootPartition.Name, cfg.BootPartition.Number)
+	return MountPartition(cfg, cfg.BootPartition.Name, cfg.BootPartition.Number, "boot", rw)
+}
+
+// MountPartition mounts the FAT partition called name (GPT) or numbered number at
+// RunDir/under: the boot partition, or a slot's own boot partition on the Pi.
+func MountPartition(cfg SlotsConfig, name string, number int, under string, rw bool) (*BootMount, error) {
+	dev, err := FindPartition(cfg, name, number)
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(RunDir, "boot")
+	dir := filepath.Join(RunDir, under)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}

@@ -41,6 +41,17 @@ type LoaderBoot interface {
 	Booted(slot string) (trial bool, fellBack string)
 }
 
+// SlotBootPartitions is implemented by switches whose slots' boot files fill a FAT partition
+// of their own rather than a directory on the boot partition (the Pi's autoboot.txt picks
+// partitions): where a release's boot files go, and what a slot's copy must say.
+type SlotBootPartitions interface {
+	// SlotBoot opens slot's own boot partition.
+	SlotBoot(slot string) BootFiles
+	// SlotBootFile is a verified boot file as slot's loader must read it (data itself when
+	// nothing changes): a release is built for slot a, so its cmdline.txt says ak.slot=a.
+	SlotBootFile(name string, data []byte, slot string) []byte
+}
+
 // RebootArgument is implemented by switches whose trial needs a reboot argument.
 type RebootArgument interface {
 	RebootArgument() string
@@ -385,6 +396,8 @@ type trybootSwitch struct {
 	autoboot string
 	numbers  map[string]int // slot -> its boot partition's number
 	reboot   string         // "0 tryboot"
+	cmdline  string         // cmdline.txt, in each slot's boot partition
+	slotBoot func(slot string) BootFiles
 }
 
 func (s *trybootSwitch) read() Autoboot {
@@ -443,6 +456,17 @@ func (s *trybootSwitch) Booted(slot string) (bool, string) {
 
 func (s *trybootSwitch) RebootArgument() string { return s.reboot }
 
+func (s *trybootSwitch) SlotBoot(slot string) BootFiles { return s.slotBoot(slot) }
+
+// SlotBootFile: the slot's cmdline.txt names the slot (the initramfs mounts ak-root-SLOT);
+// the firmware passes it to the kernel as it is, so the agent writes the slot into it.
+func (s *trybootSwitch) SlotBootFile(name string, data []byte, slot string) []byte {
+	if name != s.cmdline {
+		return data
+	}
+	return []byte(SlotCmdline(string(data), slot) + "\n")
+}
+
 func (s *trybootSwitch) State() string {
 	a := s.read()
 	return fmt.Sprintf("tryboot: [all] boot_partition=%d, [tryboot] boot_partition=%d", a.Committed, a.Trial)
@@ -464,9 +488,22 @@ func newLoaderSwitch(cfg SlotsConfig, boot BootFiles) SlotSwitch {
 		for _, slot := range []string{"a", "b"} {
 			numbers[slot], _ = strconv.Atoi(cfg.Paths["boot_partition_number_"+slot])
 		}
-		return &trybootSwitch{boot: boot, autoboot: cfg.Paths["autoboot"], numbers: numbers, reboot: cfg.Paths["reboot_argument"]}
+		return &trybootSwitch{boot: boot, autoboot: cfg.Paths["autoboot"], numbers: numbers,
+			reboot: cfg.Paths["reboot_argument"], cmdline: cfg.Paths["cmdline"],
+			slotBoot: func(slot string) BootFiles { return mountedSlotBoot(cfg, slot, numbers[slot]) }}
 	}
 	return nil
+}
+
+// mountedSlotBoot mounts a slot's own boot partition (ak-boot-SLOT) at RunDir/boot-SLOT.
+func mountedSlotBoot(cfg SlotsConfig, slot string, number int) BootFiles {
+	return func(rw bool) (string, func() error, error) {
+		m, err := MountPartition(cfg, cfg.Paths["boot_partition_"+slot], number, "boot-"+slot, rw)
+		if err != nil {
+			return "", nil, err
+		}
+		return m.Dir, m.Close, nil
+	}
 }
 
 // rebootForTrial reboots, with the switch's reboot argument when it has one (the Pi's

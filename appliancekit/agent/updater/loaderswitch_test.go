@@ -193,3 +193,93 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return data
 }
+
+// A tryboot update end to end on the files the Pi firmware reads: the release's boot files go
+// into the other slot's own boot partition (its cmdline.txt naming that slot), [tryboot]
+// names that partition, the trial reboot carries "0 tryboot", and a commit rewrites [all].
+func TestTrybootWritesTheSlotsOwnBootPartition(t *testing.T) {
+	boot, partA, partB := t.TempDir(), t.TempDir(), t.TempDir()
+	parts := map[string]string{"a": partA, "b": partB}
+	cfg := SlotsConfig{Mechanism: "rpi-tryboot", Implemented: true, Paths: map[string]string{
+		"autoboot": "autoboot.txt", "boot_partition_number_a": "2", "boot_partition_number_b": "3",
+		"boot_partition_a": "ak-boot-a", "boot_partition_b": "ak-boot-b",
+		"reboot_argument": "0 tryboot", "cmdline": "cmdline.txt"}}
+	sw := newLoaderSwitch(cfg, dirBoot(boot)).(*trybootSwitch)
+	sw.slotBoot = func(slot string) BootFiles { return dirBoot(parts[slot]) }
+	os.WriteFile(filepath.Join(boot, "autoboot.txt"), Autoboot{Committed: 2}.Format(), 0o644)
+	// slot a runs release 1; release 2 is built (like every release) for slot a
+	oldKernel := bytes.Repeat([]byte("kernel-1"), 4096)
+	os.WriteFile(filepath.Join(partA, "vmlinuz"), oldKernel, 0o644)
+	os.WriteFile(filepath.Join(partA, "cmdline.txt"), []byte("console=ttyS0 ak.roothash=1111 ak.slot=a\n"), 0o644)
+	newKernel := append([]byte(nil), oldKernel...)
+	copy(newKernel[4096:], "kernel-2")
+	cmdline := []byte("console=ttyS0 ak.roothash=2222 ak.slot=a\n")
+	config := []byte("kernel=vmlinuz\ninitramfs initrd.img followkernel\n")
+	files := map[string][]byte{}
+	rel := Release{ChunkSize: 4096}
+	for name, data := range map[string][]byte{"vmlinuz": newKernel, "cmdline.txt": cmdline, "config.txt": config} {
+		a, chunks := artefact(name, data, 4096)
+		files[name], files[name+".chunks"] = data, chunks
+		rel.Boot = append(rel.Boot, a)
+	}
+	srv, _ := serve(t, files)
+	agent := &Agent{sw: sw, boot: BootInfo{Slot: "a"}}
+	f := NewFetcher(srv.URL)
+	if err := agent.writeBootFiles(f, rel, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(mustRead(t, filepath.Join(partB, "cmdline.txt"))); got != "console=ttyS0 ak.roothash=2222 ak.slot=b\n" {
+		t.Fatalf("slot b's cmdline.txt: %q", got)
+	}
+	if !bytes.Equal(mustRead(t, filepath.Join(partB, "vmlinuz")), newKernel) || !bytes.Equal(mustRead(t, filepath.Join(partB, "config.txt")), config) {
+		t.Fatal("slot b's files differ from the release's")
+	}
+	if got := names(t, partA); !reflect.DeepEqual(got, []string{"cmdline.txt", "vmlinuz"}) {
+		t.Fatalf("the running slot's partition changed: %v", got)
+	}
+	// unchanged chunks came from the running slot: one kernel chunk and the small files
+	if f.Downloaded >= int64(len(newKernel)) {
+		t.Fatalf("downloaded %d bytes for a %d-byte kernel with one changed chunk", f.Downloaded, len(newKernel))
+	}
+	// written again (a resumed attempt): the same files
+	if err := agent.writeBootFiles(NewFetcher(srv.URL), rel, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(mustRead(t, filepath.Join(partB, "cmdline.txt"))); got != "console=ttyS0 ak.roothash=2222 ak.slot=b\n" {
+		t.Fatalf("slot b's cmdline.txt after a resume: %q", got)
+	}
+	if err := sw.Arm("b"); err != nil {
+		t.Fatal(err)
+	}
+	// what the firmware does with these files: with the tryboot flag [tryboot]'s partition
+	// (3: slot b); on any other boot [all]'s (2: slot a)
+	if got := ParseAutoboot(mustRead(t, filepath.Join(boot, "autoboot.txt"))); got != (Autoboot{2, 3}) {
+		t.Fatalf("%+v", got)
+	}
+	if r, ok := SlotSwitch(sw).(RebootArgument); !ok || r.RebootArgument() != "0 tryboot" {
+		t.Fatal("the trial reboot does not carry the tryboot flag")
+	}
+	if err := sw.Commit("b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := ParseAutoboot(mustRead(t, filepath.Join(boot, "autoboot.txt"))); got != (Autoboot{3, 0}) {
+		t.Fatalf("after commit: %+v", got)
+	}
+	if _, err := os.Stat(filepath.Join(boot, "autoboot.txt.new")); !os.IsNotExist(err) {
+		t.Fatal("autoboot.txt was not replaced by rename")
+	}
+}
+
+func TestOnlyTrybootRewritesCmdline(t *testing.T) {
+	sw := &trybootSwitch{cmdline: "cmdline.txt"}
+	if got := string(sw.SlotBootFile("cmdline.txt", []byte("a=b ak.slot=a\n"), "b")); got != "a=b ak.slot=b\n" {
+		t.Fatal(got)
+	}
+	if got := string(sw.SlotBootFile("config.txt", []byte("ak.slot=a\n"), "b")); got != "ak.slot=a\n" {
+		t.Fatal(got)
+	}
+	var u SlotSwitch = &ubootSwitch{}
+	if _, ok := u.(SlotBootPartitions); ok {
+		t.Fatal("U-Boot's slots are directories on the boot partition")
+	}
+}

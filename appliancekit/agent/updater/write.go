@@ -5,6 +5,7 @@ package main
 // bytes) or the network, then read back and checked against the signed sha256.
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -187,4 +188,29 @@ func WriteBootFile(f *Fetcher, rel Release, a Artefact, dir, runningDir string) 
 		return n, err
 	}
 	return n, os.Rename(tmp, dest)
+}
+
+// WriteSlotBootFiles writes a release's boot files into dir (the target slot's directory or
+// partition), seeding unchanged chunks from runningDir; `fix` (may be nil) turns a verified
+// file into the slot's own copy (SlotBootPartitions.SlotBootFile), written atomically.
+func WriteSlotBootFiles(f *Fetcher, rel Release, dir, runningDir string, fix func(name string, data []byte) []byte) error {
+	for _, b := range rel.Boot {
+		if _, err := WriteBootFile(f, rel, b, dir, runningDir); err != nil {
+			return err
+		}
+		if fix == nil {
+			continue
+		}
+		dest := filepath.Join(dir, b.Name)
+		data, err := os.ReadFile(dest)
+		if err != nil {
+			return err
+		}
+		if fixed := fix(b.Name, data); !bytes.Equal(fixed, data) {
+			if err := WriteAtomic(dest, fixed, 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
