@@ -302,7 +302,10 @@ def boot_once(
             if FATAL.search(machine.serial_text()):
                 raise BootError(f"boot failed after {seen:.1f}s", machine.failure_tail())
             forwards = forward_map(config.forwards)
-            results = wait_for_probes(probes, forwards, timeout, watched)  # type: ignore[arg-type]
+            # a probe the recipe lets wait longer than the boot's budget (a service whose
+            # first start is known to be slow) gets its own timeout: the recipe knows best
+            deadline = max([timeout, *(p.timeout for p in probes)])
+            results = wait_for_probes(probes, forwards, deadline, watched)  # type: ignore[arg-type]
             if all(r.ok for r in results):
                 healthy = time.monotonic() - machine.started_at
             else:
