@@ -63,10 +63,21 @@ def test_without_paths_every_data_path_is_backed_up(tmp_path: Path) -> None:
     loaded = load_recipe(write_recipe(tmp_path, VALID + "\n[backup]\n"))
     assert loaded.backup is not None
     assert loaded.backup.paths == ("/data/nginx",)  # VALID's [data] path, /var/lib/nginx
-    # no shipped recipe declares [backup] yet: none has been seen booting with the agent
-    # starting its services (README, "Backups and moving a service to another board")
-    for name in ("mailserver", "dns", "matrix"):
-        assert recipe(name).backup is None, name
+    mail = recipe("mailserver").backup
+    assert mail is not None
+    assert mail.paths == ("/data/postfix", "/data/vmail", "/data/rspamd", "/data/mail-tls")
+
+
+def test_backups_yield_the_cpu_to_the_services(tmp_path: Path) -> None:
+    """A snapshot is background work: under emulation a restic using every core at boot kept
+    rspamd from starting. One Go thread, lowest priority; a restore (services still down)
+    runs at full speed."""
+    loaded = load_recipe(write_recipe(tmp_path, VALID + "\n[backup]\n"))
+    scripts = {f.path: f.content or "" for f in loaded.files}
+    assert "export GOMAXPROCS 1" in scripts[agent.AGENT]
+    restic_calls = re.findall(r"(\S+ \S+ \S+ )?restic (backup|forget)", scripts[agent.BACKUP])
+    assert restic_calls and all(prefix == "nice -n 19 " for prefix, _ in restic_calls)
+    assert "nice" not in scripts[agent.RESTORE]
 
 
 def test_scripts_name_only_commands_the_image_keeps(tmp_path: Path) -> None:
@@ -199,3 +210,13 @@ def test_backup_recipe_turns_users_into_htpasswd() -> None:
         env={"LC_ALL": "C"},
     ).stdout
     assert out.splitlines() == ["alice:$2b$05$abc/def.ghi", "bob:$2y$05$x.y"]
+
+
+def test_the_host_is_where_qemus_user_network_puts_it() -> None:
+    """QEMU's user network puts the host at network | (0.0.2.2 & ~mask): the restic
+    repository URL a test gives an EC2-board guest (network 169.254.0.0/16) must use it."""
+    from appliancekit.backup.vm import host_address
+    from appliancekit.board import find_board
+
+    assert host_address(find_board("qemu-virt-arm64", PROJECT.boards_dir)) == "10.0.2.2"
+    assert host_address(find_board("ec2-x86_64", PROJECT.boards_dir)) == "169.254.2.2"

@@ -40,6 +40,7 @@ EXECUTABLES = (
     "/usr/bin/s6-svc",
     "/usr/bin/date",
     "/usr/bin/sleep",
+    "/usr/bin/nice",
     "/usr/bin/printf",
     "/usr/bin/mv",
     "/usr/bin/cp",
