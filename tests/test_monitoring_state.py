@@ -14,10 +14,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
-import shutil
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -29,18 +26,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from appliancekit import monitoring
 from appliancekit.backup import agent as backup_agent
 from appliancekit.board import find_board
 from appliancekit.boot import boot_path
 from appliancekit.boot.slotswitch import Mechanism, not_implemented, render_slots_json
-from appliancekit.cache import Cache, default_cache_dir
-from appliancekit.monitoring.agent import build_agent
-from appliancekit.recipe import load_recipe
 
 from .conftest import PROJECT, REPO
+from .monitoring_support import needs_go, running_agent
 
-pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="needs golang-go")
+pytestmark = needs_go
 TOKEN = "scrape-token-state"
 UPDATER_STATE_GO = REPO / "appliancekit" / "agent" / "updater" / "state.go"
 BACKUP_TEMPLATE = Path(backup_agent.__file__).parent / "templates" / "backup.j2"
@@ -77,68 +71,11 @@ def named(samples: Samples, prefix: str) -> dict[str, float]:
     }
 
 
-def device_sources(root: Path) -> dict[str, object]:
-    """The sources file the image gets (monitoring.sources_config), every path moved under
-    `root`: the agent reads exactly the layout a device has."""
-    recipe = load_recipe(PROJECT.recipes_dir / "dns")
-    config = monitoring.sources_config(recipe)
-    config["certificates"] = [{"name": "tls", "path": "/var/lib/tls/cert.pem"}]
-
-    def moved(value: object) -> object:
-        if isinstance(value, str) and value.startswith("/"):
-            return str(root) + value
-        if isinstance(value, dict):
-            return {k: moved(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [moved(v) for v in value]
-        return value
-
-    return moved(config)  # type: ignore[return-value]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture()
 def device(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """(metrics URL, device root) of a running agent."""
-    binary = build_agent(Cache(default_cache_dir()), "amd64")
-    root = tmp_path / "device"
-    (root / "run" / "service").mkdir(parents=True)
-    sources = tmp_path / "sources.json"
-    sources.write_text(json.dumps(device_sources(root)))
-    (tmp_path / "token").write_text(TOKEN + "\n")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            str(binary),
-            f"-listen=127.0.0.1:{port}",
-            f"-upstream=http://127.0.0.1:{free_port()}/metrics",  # nothing there: no node metrics
-            "-upstream-interval=1h",
-            f"-scan-dir={root / 'run' / 'service'}",
-            f"-token-file={tmp_path / 'token'}",
-            f"-sources={sources}",
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/metrics"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                scrape(url)
-                break
-            except OSError:
-                assert process.poll() is None, "the agent exited"
-                assert time.monotonic() < deadline, "the agent did not listen"
-                time.sleep(0.2)
+    with running_agent(tmp_path, TOKEN) as (url, _, root):
         yield url, root
-    finally:
-        process.kill()
-        process.wait()
 
 
 def scrape(url: str) -> Samples:

@@ -51,6 +51,7 @@ from appliancekit.panel.cardform import (
 from appliancekit.panel.jobs import JobQueue, code_path
 from appliancekit.panel.status import (
     cloud_state_dir,
+    cloud_statuses,
     latest_serial_log,
     member_manifest,
     member_status,
@@ -176,8 +177,8 @@ def create_app(config: PanelConfig, jobs: JobQueue | None = None) -> Flask:
     @app.get("/clouds/<cloud_name>")
     def cloud_page(cloud_name: str) -> Any:
         cloud, _ = cloud_and_member(cloud_name)
-        statuses = [member_status(cloud, m, images) for m in cloud.members]
-        secrets = load_or_create(cloud_state_dir(cloud, images))
+        secrets = load_or_create(cloud_state_dir(cloud, images))  # first: the agents' token
+        statuses = cloud_statuses(cloud, images)
         rrsets = records.generate(cloud, secrets)
         return render_template(
             "cloud.html",
