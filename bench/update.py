@@ -30,17 +30,17 @@ from appliancekit.board import find_board  # noqa: E402
 from appliancekit.project import Project  # noqa: E402
 from bench.figures import Figure, Unit, table  # noqa: E402
 from tests.update_helpers import (  # noqa: E402
+    V2_MARKER,
     DeployServer,
     UpdateMachine,
-    build_release,
+    homepage_v1_v2,
     make_deploy_repo,
     new_key,
     publish,
-    site_copy,
 )
 
 BOARD = "qemu-virt-arm64"
-V1, V2 = "Served by appliancekit", "release-two"
+V1, V2 = "Served by appliancekit", V2_MARKER
 
 
 def changed_bytes(a: Path, b: Path) -> int:
@@ -57,16 +57,7 @@ def changed_bytes(a: Path, b: Path) -> int:
 def run(interval: int, work: Path) -> list[Figure]:
     project = Project(REPO)
     key = new_key(work / "key")
-    site = project.recipes_dir / "homepage" / "site"
-    v1 = build_release(project, "homepage", BOARD, work / "images1", key)
-    v2 = build_release(
-        project,
-        "homepage",
-        BOARD,
-        work / "images2",
-        key,
-        {"site": str(site_copy(site, work / "site2", V2, time.time()))},
-    )
+    v1, v2 = homepage_v1_v2(project, BOARD, work, key, time.time())
     repo = make_deploy_repo(work / "deploy")
     # what changed, measured on the published artefacts of both releases
     old = publish(v1.output_dir, make_deploy_repo(work / "old"), key)

@@ -84,24 +84,37 @@ def recipe_copy(project: Project, recipe: str, dest_root: Path, edit: Callable[[
     return dest_root
 
 
-def homepage_releases(
-    project: Project, board: str, work: Path, key: KeyPair
-) -> tuple[BuildResult, BuildResult, BuildResult]:
-    """The three homepage releases the update tests publish, each newer than the last: v1 (the
-    stock site), v2 (its page says "release-two") and v3 (says "release-three", but nginx
-    refuses its configuration, so its service crashes at start)."""
-    images = work / "images"
-    now = time.time()
+V2_MARKER = "release-two"  # what v2's page says
+
+
+def homepage_v1_v2(
+    project: Project, board: str, work: Path, key: KeyPair, now: float
+) -> tuple[BuildResult, BuildResult]:
+    """The first two homepage releases: v1 (the stock site) and v2 (its page says
+    V2_MARKER), built under `work`. The update tests and bench/update.py publish them."""
     site = project.recipes_dir / "homepage" / "site"
-    v1 = build_release(project, "homepage", board, images / "v1", key)
+    v1 = build_release(project, "homepage", board, work / "images" / "v1", key)
     v2 = build_release(
         project,
         "homepage",
         board,
-        images / "v2",
+        work / "images" / "v2",
         key,
-        {"site": str(site_copy(site, work / "site2", "release-two", now))},
+        {"site": str(site_copy(site, work / "site2", V2_MARKER, now))},
     )
+    return v1, v2
+
+
+def homepage_releases(
+    project: Project, board: str, work: Path, key: KeyPair
+) -> tuple[BuildResult, BuildResult, BuildResult]:
+    """The three homepage releases the update tests publish, each newer than the last: v1 and
+    v2 (homepage_v1_v2), and v3 (says "release-three", but nginx refuses its configuration,
+    so its service crashes at start)."""
+    images = work / "images"
+    now = time.time()
+    site = project.recipes_dir / "homepage" / "site"
+    v1, v2 = homepage_v1_v2(project, board, work, key, now)
     broken = recipe_copy(
         project,
         "homepage",
