@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from appliancekit.cloud.model import Cloud, CloudMonitoring, find_cloud
+from appliancekit.cloud.secrets import CloudSecrets
 from appliancekit.monitoring.exposition import parse
 from appliancekit.panel import status as panel_status
 from appliancekit.panel.status import agent_report, cloud_state_dir, member_status
@@ -47,8 +48,14 @@ def monitored(cloud: Cloud, port: int, images: Path, token: str = TOKEN) -> Clou
     cloud = dataclasses.replace(cloud, members=members, monitoring=CloudMonitoring())
     state = cloud_state_dir(cloud, images)
     state.mkdir(parents=True, exist_ok=True)
-    (state / "secrets.json").write_text(json.dumps({"monitoring_token": token}))
+    write_secrets(state, token)
     return cloud
+
+
+def write_secrets(state: Path, token: str) -> None:
+    """A secrets file in the shape load_or_create writes (the other keys do not matter here)."""
+    secrets = CloudSecrets("pdns-key", "dkim-pem", monitoring_token=token)
+    (state / "secrets.json").write_text(json.dumps(dataclasses.asdict(secrets)))
 
 
 @needs_go
@@ -122,7 +129,7 @@ def test_member_status_reads_the_agent(tmp_path: Path) -> None:
 
         # a wrong token: the agent refuses, the page says so rather than a dash
         state = cloud_state_dir(cloud, images)
-        (state / "secrets.json").write_text(json.dumps({"monitoring_token": "wrong"}))
+        write_secrets(state, "wrong")
         info = member_status(cloud, web, images)
         assert info.agent is not None and not info.agent.reachable
         assert info.update is None and info.missing == "unreachable"

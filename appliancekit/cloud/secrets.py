@@ -59,23 +59,32 @@ def dkim_public_key_b64(private_pem: str) -> str:
     return "".join(line for line in out.splitlines() if not line.startswith("-----"))
 
 
+def load(state_dir: Path) -> CloudSecrets | None:
+    """The cloud's secrets as they were made; None when none are made yet (never makes
+    them: readers such as the panel must not mint a DKIM key)."""
+    path = state_dir / SECRETS_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return CloudSecrets(
+            data["pdns_api_key"],
+            data["dkim_key_pem"],
+            data.get("monitoring_token", ""),
+            data.get("monitoring_control_token", ""),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(
+            f"not a cloud secrets file ({exc}); remove it to make new secrets", file=path
+        ) from None
+
+
 def load_or_create(state_dir: Path) -> CloudSecrets:
     """The cloud's secrets, made on first use and kept (a new DKIM key would break mail in
     flight and needs the record republished)."""
     path = state_dir / SECRETS_FILE
-    if path.exists():
-        try:
-            data = json.loads(path.read_text())
-            made = CloudSecrets(
-                data["pdns_api_key"],
-                data["dkim_key_pem"],
-                data.get("monitoring_token", ""),
-                data.get("monitoring_control_token", ""),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise UserError(
-                f"not a cloud secrets file ({exc}); remove it to make new secrets", file=path
-            ) from None
+    made = load(state_dir)
+    if made is not None:
         if made.monitoring_token and made.monitoring_control_token:
             return made
         # made before monitoring existed: add its tokens, keep the rest

@@ -33,8 +33,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from appliancekit.cloud.model import Cloud, Member
-from appliancekit.cloud.secrets import SECRETS_FILE
+from appliancekit.cloud.secrets import load as load_secrets
 from appliancekit.cloud.updates import UpdateGate, gate_of, load_gates
+from appliancekit.errors import UserError
 from appliancekit.manifest import Manifest, read_manifest
 from appliancekit.monitoring import TOKEN_SETTING
 from appliancekit.monitoring.exposition import Sample, first, scrape
@@ -211,11 +212,12 @@ def agent_token(cloud: Cloud, member: Member, images_dir: Path) -> str | None:
     without a secrets file no card carries a token yet."""
     if cloud.monitoring is not None:
         try:
-            data = json.loads((cloud_state_dir(cloud, images_dir) / SECRETS_FILE).read_text())
-        except (OSError, ValueError):
+            secrets = load_secrets(cloud_state_dir(cloud, images_dir))
+        except (OSError, UserError):  # unreadable: the page shows the member unreachable
             return None
-        token = data.get("monitoring_token") if isinstance(data, dict) else None
-        return token if isinstance(token, str) and token else None
+        if secrets is None:
+            return None
+        return secrets.monitoring_token or None
     return dict(member.settings).get(TOKEN_SETTING) or None
 
 
