@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
-from appliancekit.atomic import replace_dir
+from appliancekit.atomic import exchange, replace_dir
 from appliancekit.errors import UserError
 
 
@@ -43,3 +44,37 @@ def test_refuses_to_replace_a_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="exists and is not a directory"):
         replace_dir(new, target)
     assert target.read_text() == "not a directory" and (new / "file").exists()
+
+
+def test_exchange_swaps_two_trees(tmp_path: Path) -> None:
+    a, b = _tree(tmp_path / "a", "A"), _tree(tmp_path / "b", "B")
+    assert exchange(a, b)  # tmpfs and ext4 both support RENAME_EXCHANGE
+    assert (a / "file").read_text() == "B" and (b / "file").read_text() == "A"
+
+
+def test_a_reader_always_finds_a_tree(tmp_path: Path) -> None:
+    """What a polling device needs from the deploy repository's server: while releases are
+    replaced, the path always names a tree, the old one or the new one, never nothing (with
+    two renames a reader could be answered 404 in between)."""
+    target = _tree(tmp_path / "out", "0")
+    stop = threading.Event()
+    seen: list[str] = []
+    missing: list[OSError] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                seen.append((target / "file").read_text())
+            except FileNotFoundError as gone:
+                missing.append(gone)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for version in range(1, 400):
+            replace_dir(_tree(tmp_path / f"new{version}", str(version)), target)
+    finally:
+        stop.set()
+        reader.join()
+    assert len(set(seen)) > 1 and not missing
+    assert (target / "file").read_text() == "399"

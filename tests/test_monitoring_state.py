@@ -305,6 +305,8 @@ UPDATE_RESULTS = {
     "committed release %d in slot %s": "ok",
     "trial of release %d failed (%s): rebooting into slot %s": "failed",
     "no update_url set: not checking": "off",
+    # a publish fell between two requests of one check: nothing failed, the next poll reads it
+    "the release changed while it was read (a publish under way): checking again at the next poll": "ok",
     "no release published": "ok",
     "repository unreachable": "failed",
     "refused: %v": "failed",

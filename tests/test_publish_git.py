@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,39 @@ def test_one_commit_per_release_and_none_for_a_republish(
     newer = publish_git(images["v2"], repo)
     assert newer.committed and commits(repo) == 3 and newer.image_sha256 != sha
     assert newer.image_sha256 in git(repo, "log", "-1", "--format=%B")
+
+
+def test_a_device_polling_during_a_publish_reads_one_whole_release(
+    repo: Path, images: dict[str, Path]
+) -> None:
+    """The release directory is swapped in whole: a reader of the served tree never finds
+    SHA256SUMS missing or half-written, and sees v1's sums until it sees v2's."""
+    publish_git(images["v1"], repo)
+    sums = repo / "synthetic/rpi4/SHA256SUMS"
+    v1 = sums.read_text()
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(sums.read_text())
+            except FileNotFoundError:
+                seen.append("missing")
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        publish_git(images["v2"], repo)
+    finally:
+        stop.set()
+        reader.join()
+    v2 = sums.read_text()
+    seen.append(v2)
+    assert v2 != v1 and set(seen) <= {v1, v2} and seen[0] == v1
+    assert seen.index(v2) == len(seen) - seen[::-1].index(v1)  # v1 until the swap, then v2
+    assert sorted(p.name for p in (repo / "synthetic").iterdir()) == ["rpi4"]  # nothing aside
+    assert oct((repo / "synthetic/rpi4").stat().st_mode & 0o777) == "0o755"
 
 
 def test_large_images_commit_only_the_manifest_and_hashes(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import appliancekit
+from appliancekit.atomic import replace_dir
 from appliancekit.digest import sha256_file
 from appliancekit.errors import UserError
 from appliancekit.hostcmd import run
@@ -30,8 +31,8 @@ from appliancekit.publish.image import (
     read_sha256sums,
     sha256sums_text,
 )
-from appliancekit.publish.sdcard import DEFAULT_LEVEL, release_names, write_release
-from appliancekit.publish.update import UPDATE_DIR, UPDATE_JSON, write_update_artefacts
+from appliancekit.publish.sdcard import DEFAULT_LEVEL, SdcardRelease, release_names, write_release
+from appliancekit.publish.update import UPDATE_JSON, write_update_artefacts
 from appliancekit.release.signing import sign, signature_path
 
 DEFAULT_MAX_ARTIFACT = 64 << 20
@@ -140,48 +141,21 @@ def publish_git(
             sorted(p.name for p in directory.iterdir()),
         )
 
-    with tempfile.TemporaryDirectory(prefix="ak-release-") as tmp:
-        release = write_release(image, Path(tmp) / "release", level=level)
-        include = release.compressed_size <= max_artifact_bytes
-        zst_name, bmap_name = release_names(m.name)
-        names = ["manifest.json", SHA256SUMS, bmap_name] + ([zst_name] if include else [])
-        directory.mkdir(parents=True, exist_ok=True)
-        for stale in directory.iterdir():
-            keep = {RELEASE_JSON, *([SIGNED_SUMS] if sign_key is not None else [])}
-            keep |= {UPDATE_DIR} if two_slots else set()
-            if stale.name not in names and stale.name not in keep:
-                if stale.is_dir():
-                    shutil.rmtree(stale)
-                else:
-                    stale.unlink()
-        for name in names:
-            shutil.copyfile(release.directory / name, directory / name)
-    if two_slots:
-        # what update agents range-read, covered by the (signed) SHA256SUMS
-        update = write_update_artefacts(image, directory)
-        sums = read_sha256sums(directory / SHA256SUMS)
-        sums.update({name: sha256_file(directory / name) for name in update.names})
-        (directory / SHA256SUMS).write_text(sha256sums_text(sums))
-    if sign_key is not None:
-        # Ed25519 is deterministic: signing the same sums again gives the same file
-        sign(directory / SHA256SUMS, sign_key, comment=f"{m.name}.img sha256 {image.sha256}")
-    info = {
-        "name": m.name,
-        "recipe": m.recipe,
-        "board": m.board,
-        "arch": m.arch,
-        "image": f"{m.name}.img",
-        "image_sha256": image.sha256,
-        "image_size": image.size,
-        "compressed_size": release.compressed_size,
-        "artefacts_included": include,
-        "signed": sign_key is not None,
-        "verity_root_hash": m.verity.root_hash if m.verity else None,
-        "version": m.source_date_epoch,
-        "update": UPDATE_JSON if two_slots else None,
-        "appliancekit": appliancekit.__version__,
-    }
-    (directory / RELEASE_JSON).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in directory.parent.glob(f".{m.board}.publishing-*"):
+        shutil.rmtree(leftover, ignore_errors=True)  # from a publish that was killed
+    # The release is written whole beside RECIPE/BOARD/ and swapped in with one rename: a
+    # device polling the repository's tree meanwhile reads the old release or the new one.
+    # (Between two of its requests the swap can still fall: the update agent tells that
+    # from a forgery by reading SHA256SUMS again.)
+    stage = Path(tempfile.mkdtemp(prefix=f".{m.board}.publishing-", dir=directory.parent))
+    stage.chmod(0o755)  # mkdtemp's 0700 would hide the release from a web server's user
+    try:
+        release, include = _write_stage(stage, image, level, max_artifact_bytes, sign_key)
+        replace_dir(stage, directory)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
 
     _git(top, "add", "-A", "--", str(rel))
     staged = subprocess.run(
@@ -212,6 +186,50 @@ def publish_git(
         image.sha256,
         sorted(p.name for p in directory.iterdir()),
     )
+
+
+def _write_stage(
+    stage: Path,
+    image: VerifiedImage,
+    level: int,
+    max_artifact_bytes: int,
+    sign_key: Path | None,
+) -> tuple[SdcardRelease, bool]:
+    """Every file of the release directory, into the empty directory `stage`."""
+    m = image.manifest
+    with tempfile.TemporaryDirectory(prefix="ak-release-") as tmp:
+        release = write_release(image, Path(tmp) / "release", level=level)
+        include = release.compressed_size <= max_artifact_bytes
+        zst_name, bmap_name = release_names(m.name)
+        for name in ["manifest.json", SHA256SUMS, bmap_name] + ([zst_name] if include else []):
+            shutil.copyfile(release.directory / name, stage / name)
+    if m.slots:
+        # what update agents range-read, covered by the (signed) SHA256SUMS
+        update = write_update_artefacts(image, stage)
+        sums = read_sha256sums(stage / SHA256SUMS)
+        sums.update({name: sha256_file(stage / name) for name in update.names})
+        (stage / SHA256SUMS).write_text(sha256sums_text(sums))
+    if sign_key is not None:
+        # Ed25519 is deterministic: signing the same sums again gives the same file
+        sign(stage / SHA256SUMS, sign_key, comment=f"{m.name}.img sha256 {image.sha256}")
+    info = {
+        "name": m.name,
+        "recipe": m.recipe,
+        "board": m.board,
+        "arch": m.arch,
+        "image": f"{m.name}.img",
+        "image_sha256": image.sha256,
+        "image_size": image.size,
+        "compressed_size": release.compressed_size,
+        "artefacts_included": include,
+        "signed": sign_key is not None,
+        "verity_root_hash": m.verity.root_hash if m.verity else None,
+        "version": m.source_date_epoch,
+        "update": UPDATE_JSON if m.slots else None,
+        "appliancekit": appliancekit.__version__,
+    }
+    (stage / RELEASE_JSON).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return release, include
 
 
 def _has_head(top: Path) -> bool:

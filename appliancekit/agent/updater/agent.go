@@ -5,6 +5,7 @@ package main
 // every interval, write a newer signed release into the other slot, and switch to it.
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -235,34 +236,14 @@ func (a *Agent) checkOnce() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: %v (keeping release %d)", errUnreachable, err, a.cfg.Version)
 	}
-	sig, err := f.Get("SHA256SUMS.minisig", 64<<10)
-	if errors.Is(err, ErrNotFound) {
-		return "", fmt.Errorf("refused: the release is not signed (no SHA256SUMS.minisig)")
-	}
+	rel, err := a.readRelease(f, sums)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", errUnreachable, err)
-	}
-	if err := VerifySums(a.cfg.Minisign, a.cfg.PublicKey, sums, sig); err != nil {
-		return "", fmt.Errorf("refused: %v", err)
-	}
-	table, err := ParseSums(sums)
-	if err != nil {
-		return "", fmt.Errorf("refused: %v", err)
-	}
-	want, ok := table[UpdateFile]
-	if !ok {
-		return "", fmt.Errorf("refused: the signed release lists no %s (publish it with a two-slot appliancekit)", UpdateFile)
-	}
-	doc, err := f.Get(UpdateFile, 1<<20)
-	if err != nil {
-		return "", fmt.Errorf("%w: %v", errUnreachable, err)
-	}
-	if sum := sha256.Sum256(doc); hex.EncodeToString(sum[:]) != want {
-		return "", fmt.Errorf("refused: %s does not match the signed SHA256SUMS", UpdateFile)
-	}
-	rel, err := ParseRelease(doc)
-	if err != nil {
-		return "", fmt.Errorf("refused: %v", err)
+		if strings.HasPrefix(err.Error(), "refused: ") && changedWhileRead(f, sums) {
+			// SHA256SUMS, its signature and update.json came from two releases: a publish
+			// fell between two requests. A forgery would leave SHA256SUMS as it was.
+			return "the release changed while it was read (a publish under way): checking again at the next poll", nil
+		}
+		return "", err
 	}
 	a.mu.Lock()
 	failed := append([]FailedRelease(nil), a.status.Failed...)
@@ -293,6 +274,47 @@ func (a *Agent) checkOnce() (string, error) {
 		return fmt.Sprintf("release %d is in slot %s; switching in the maintenance window", rel.Version, target), nil
 	}
 	return a.switchTo(rel, target)
+}
+
+// readRelease verifies the signature over sums, then update.json against it.
+func (a *Agent) readRelease(f *Fetcher, sums []byte) (Release, error) {
+	sig, err := f.Get("SHA256SUMS.minisig", 64<<10)
+	if errors.Is(err, ErrNotFound) {
+		return Release{}, fmt.Errorf("refused: the release is not signed (no SHA256SUMS.minisig)")
+	}
+	if err != nil {
+		return Release{}, fmt.Errorf("%w: %v", errUnreachable, err)
+	}
+	if err := VerifySums(a.cfg.Minisign, a.cfg.PublicKey, sums, sig); err != nil {
+		return Release{}, fmt.Errorf("refused: %v", err)
+	}
+	table, err := ParseSums(sums)
+	if err != nil {
+		return Release{}, fmt.Errorf("refused: %v", err)
+	}
+	want, ok := table[UpdateFile]
+	if !ok {
+		return Release{}, fmt.Errorf("refused: the signed release lists no %s (publish it with a two-slot appliancekit)", UpdateFile)
+	}
+	doc, err := f.Get(UpdateFile, 1<<20)
+	if err != nil {
+		return Release{}, fmt.Errorf("%w: %v", errUnreachable, err)
+	}
+	if sum := sha256.Sum256(doc); hex.EncodeToString(sum[:]) != want {
+		return Release{}, fmt.Errorf("refused: %s does not match the signed SHA256SUMS", UpdateFile)
+	}
+	rel, err := ParseRelease(doc)
+	if err != nil {
+		return Release{}, fmt.Errorf("refused: %v", err)
+	}
+	return rel, nil
+}
+
+// changedWhileRead reads SHA256SUMS again: different bytes mean a publish fell between this
+// check's requests (publish swaps the release directory whole, so each file is one release's).
+func changedWhileRead(f *Fetcher, first []byte) bool {
+	again, err := f.Get("SHA256SUMS", 1<<20)
+	return err == nil && !bytes.Equal(again, first)
 }
 
 func (a *Agent) writeRelease(f *Fetcher, rel Release, target string) error {
