@@ -198,7 +198,10 @@ def test_status_file_format() -> None:
 
 def test_backup_recipe_turns_users_into_htpasswd() -> None:
     backup = recipe("backup")
-    assert [s.exec[0] for s in backup.services] == ["/usr/bin/restic-rest-server"]
+    # its own [backup]: the agent backs its repositories up and starts the REST server
+    assert [s.exec[0] for s in backup.services] == ["/usr/bin/restic-rest-server", agent.AGENT]
+    assert backup.services[0].down and backup.backup is not None
+    assert backup.backup.paths == ("/data/restic",)
     assert "--private-repos" in backup.services[0].exec and backup.services[0].user == "restic"
     users = "alice:{BLF-CRYPT}$2b$05$abc/def.ghi, bob:{BLF-CRYPT}$2y$05$x.y\n"
     out = subprocess.run(

@@ -14,7 +14,7 @@ move across boards and architectures: a Pi's mail server brought up on EC2).
   backs up into the same repository (the next backup after the kill succeeds), and
   `restic check` passes.
 
-Not tested here: S3 backends.
+S3 backends, and the backup appliance (recipes/backup) booted: tests/test_backup_s3_boot.py.
 Secrets (the REST server's password, the restic passwords) never appear on any console.
 """
 
