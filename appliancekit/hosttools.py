@@ -105,6 +105,7 @@ TOOLS: tuple[HostTool, ...] = (
     HostTool("openssl", "openssl", "cloud keys (DKIM)"),
     HostTool("go", "golang-go", "the monitoring agent (images with [monitoring])"),
     HostTool("lynis", "lynis", "audit --lynis"),
+    HostTool("pebble", "pebble", "cloud test: the test ACME CA"),
 )
 
 FILES: tuple[HostFile, ...] = (

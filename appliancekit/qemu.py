@@ -337,6 +337,11 @@ class Machine:
         return self._process is not None and self._process.poll() is None
 
     @property
+    def pid(self) -> int | None:
+        """QEMU's process id while it runs (bench: its memory on the host)."""
+        return self._process.pid if self.is_running() and self._process else None
+
+    @property
     def returncode(self) -> int | None:
         return None if self._process is None else self._process.poll()
 

@@ -10,6 +10,8 @@ extra="${1:-}"
 # [monitoring]; openssh-client's ssh-keygen signs the content tests' commits; s6: the
 # monitoring agent's test runs it against a real s6-supervise on the host. lynis: the
 # optional `audit --lynis` check.
+# pebble: the test ACME CA of `cloud test`; uacme, curl, execline and s6 run the appliances'
+# certificate scripts (recipes/*/acme/) on the host in tests/test_acme.py.
 # nix-bin: Debian 12's is Nix 2.8, which the tests use to parse and evaluate rendered flakes.
 # It cannot build them (nixpkgs needs Nix >= 2.18): see appliancekit/nixos/nixversion.py.
 packages=(
@@ -23,6 +25,7 @@ packages=(
   chromium chromium-driver
   openssh-client s6 lynis
   serf tmux
+  pebble uacme curl execline
 )
 # Node.js and npm (sources/npm locks and fetches People's Cloud's packages): a machine that
 # already has both commands (e.g. a vendor's nodejs package, which bundles npm and conflicts

@@ -65,7 +65,10 @@ def test_without_paths_every_data_path_is_backed_up(tmp_path: Path) -> None:
     assert loaded.backup.paths == ("/data/nginx",)  # VALID's [data] path, /var/lib/nginx
     mail = recipe("mailserver").backup
     assert mail is not None
-    assert mail.paths == ("/data/postfix", "/data/vmail", "/data/rspamd", "/data/mail-tls")
+    # the ACME account (/data/acme) too: a restored server keeps its account at the CA
+    assert mail.paths == (
+        "/data/postfix", "/data/vmail", "/data/rspamd", "/data/mail-tls", "/data/acme"
+    )
 
 
 def test_backups_yield_the_cpu_to_the_services(tmp_path: Path) -> None:

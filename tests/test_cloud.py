@@ -155,7 +155,8 @@ def test_records_from_the_members(secrets: CloudSecrets) -> None:
         '"v=TLSRPTv1; rua=mailto:postmaster@example.org"',
     )
     assert rrsets[("_mta-sts.example.org.", "TXT")][0].startswith('"v=STSv1; id=')
-    assert rrsets[("_matrix-fed._tcp.example.org.", "SRV")] == ("10 0 8008 matrix.example.org.",)
+    # Matrix is delegated by the web member's /.well-known/matrix/server, not by SRV
+    assert ("_matrix-fed._tcp.example.org.", "SRV") not in rrsets
     # the DKIM TXT holds the public half of the generated key, in strings of <= 255 bytes
     (dkim_txt,) = rrsets[("mail._domainkey.example.org.", "TXT")]
     parsed = dns.rdata.from_text("IN", "TXT", dkim_txt)
@@ -163,6 +164,47 @@ def test_records_from_the_members(secrets: CloudSecrets) -> None:
     value = b"".join(parsed.strings).decode()
     assert value == records.dkim_record(cloud, secrets)
     assert "p=" + records.dkim_public_key_b64(secrets.dkim_key_pem) in value
+
+
+def test_matrix_srv_without_a_web_member(tmp_path: Path, secrets: CloudSecrets) -> None:
+    text = (
+        HEAD
+        + DNS
+        + DNS.replace('role = "dns"', 'role = "matrix"')
+        .replace('recipe = "dns"', 'recipe = "matrix"')
+        .replace('"ns"', '"matrix"')
+        .replace("10.9.0.2", "10.9.0.5")
+    )
+    cloud = load_cloud(write_cloud(tmp_path, text), PROJECT)
+    rrsets = {(r.name, r.type): r.contents for r in records.generate(cloud, secrets)}
+    # federation over TLS on 8448, whose certificate then holds the domain itself
+    assert rrsets[("_matrix-fed._tcp.example.net.", "SRV")] == ("10 0 8448 matrix.example.net.",)
+    assert roles.tls_names(cloud, cloud.member("matrix")) == ["matrix.example.net", "example.net"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("two-names", "host name 'ns' is already claimed"),
+        ("no-recipe", "no recipe 'webmail'"),
+        ("no-dns", "the cloud has no DNS member"),
+    ],
+)
+def test_cloud_test_refuses_bad_input_before_building(
+    cli, tmp_path: Path, change: str, expected: str
+) -> None:  # type: ignore[no-untyped-def]
+    """`cloud test` on a bad cloud file: one line, exit 2, nothing built or booted."""
+    second = DNS.replace('role = "dns"\n', "").replace("10.9.0.2", "10.9.0.3")
+    text = {
+        "two-names": HEAD + DNS + second,
+        "no-recipe": HEAD + DNS + second.replace('"ns"', '"w"').replace('"dns"', '"webmail"'),
+        "no-dns": HEAD + second,
+    }[change]
+    images = tmp_path / "images"
+    result = cli("cloud", "test", str(write_cloud(tmp_path, text)), "--images", str(images))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+    assert not images.exists()
 
 
 def test_mta_sts_policy_names_the_mail_member() -> None:

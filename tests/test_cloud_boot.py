@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliancekit.build import BuildResult
+from appliancekit.cloud import testca
 from appliancekit.cloud.boot import build_members, make_cards
 from appliancekit.cloud.model import Member, find_cloud
 from appliancekit.cloud.secrets import load_or_create
@@ -30,8 +31,13 @@ def test_example_cloud(appliances: ApplianceCache, tmp_path: Path) -> None:
         return appliances.build(member.recipe.name, member.board.name)
 
     builds = build_members(cloud, secrets, builder)
-    cards = make_cards(cloud, secrets, builds, tmp_path / "cards", test=True)
-    report = run_cloud_test(cloud, secrets, cards, tmp_path / "run", timeout=1800)
+    # the TLS members get their certificates from pebble (started on the members' user-mode
+    # network once the DNS member's port is known), DNS-01 through the DNS member's API
+    ca = testca.prepare(tmp_path / "ca")
+    cards = make_cards(
+        cloud, secrets, builds, tmp_path / "cards", test=True, acme=ca.member_settings()
+    )
+    report = run_cloud_test(cloud, secrets, cards, tmp_path / "run", timeout=1800, test_ca=ca)
     summary = "\n".join(f"{c.ok} {c.name}: {c.detail} ({c.seconds:.1f}s)" for c in report.checks)
     tails = "\n".join(f"--- {m}\n{t}" for m, t in report.serial_tails.items())
     assert report.passed, f"{report.failure}\n{summary}\n{tails}"
@@ -39,11 +45,23 @@ def test_example_cloud(appliances: ApplianceCache, tmp_path: Path) -> None:
     assert names == [
         "records applied through the DNS member's API",
         "every member resolved at the DNS member and answering",
-        "homepage by name",
-        "Matrix delegation (SRV) resolved and served",
+        "every TLS member serves an ACME certificate (chain verified)",
+        "homepage by name: HTTP redirects to HTTPS",
+        "MTA-STS policy over HTTPS",
+        "Matrix delegation (.well-known) over TLS",
         "mail DKIM-signed, verified against the DNS member (dkimpy)",
         "mail member checks DKIM through the DNS member",
+        "every certificate renewed before expiry",
     ]
+    tls = next(c for c in report.checks if c.name.startswith("every TLS member"))
+    for endpoint in (
+        "example.org:443",
+        "mail.example.org:25",
+        "mail.example.org:587",
+        "mail.example.org:993",
+        "matrix.example.org:8448",
+    ):
+        assert endpoint in tls.detail, tls.detail
     # every member took its static address on the cloud's NIC (the second one)
     for member in cloud.members:
         serial = Path(report.logs[member.name]).read_text(errors="replace")

@@ -107,9 +107,7 @@ def test_apply_to_a_real_powerdns(cli, tmp_path: Path) -> None:  # type: ignore[
         # served as generated (the DKIM TXT is the key made before any boot)
         assert resolve(server, "example.org.", "MX") == ["10 mail.example.org."]
         assert resolve(server, "www.example.org.", "A") == ["10.42.0.3"]
-        assert resolve(server, "_matrix-fed._tcp.example.org.", "SRV") == [
-            "10 0 8008 matrix.example.org."
-        ]
+        assert resolve(server, "mta-sts.example.org.", "A") == ["10.42.0.3"]
         (dkim,) = resolve(server, "mail._domainkey.example.org.", "TXT")
         joined = "".join(part.strip('"') for part in dkim.split('" "'))
         assert joined == records.dkim_record(cloud, load_or_create(images / "clouds" / "example"))

@@ -9,7 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliancekit.boottest import probes_from_manifest, qemu_config
@@ -56,10 +56,12 @@ def make_cards(
     directory: Path,
     *,
     test: bool = False,
+    acme: Mapping[str, str] | None = None,
 ) -> dict[str, Card]:
     """A card per member in `directory` (kept if there: a member's /data survives runs).
 
-    `test=True` puts each recipe's [test] settings under the cloud's (the probe accounts)."""
+    `test=True` puts each recipe's [test] settings under the cloud's (the probe accounts).
+    `acme` replaces the ACME settings of the members that use ACME (a test CA's)."""
     directory.mkdir(parents=True, exist_ok=True)
     cards = {}
     for member in cloud.members:
@@ -70,6 +72,10 @@ def make_cards(
         )
         if test:
             device = {**(manifest.extra.get("test_settings") or {}), **device}
+        if acme and device.get("acme_url"):
+            device.update(
+                {k: v for k, v in acme.items() if k in {s.name for s in member.recipe.settings}}
+            )
         card = directory / f"{member.name}.img"
         image = result.output_dir / manifest.disk.path
         stamp = directory / f"{member.name}.image-sha256"
@@ -123,6 +129,8 @@ class BootedCloud:
     cluster: Cluster
     members: dict[str, BootedMember]
     started: float  # time.monotonic() when the first machine started
+    # figures the checks measure on the way (seconds), for bench/cloud.py
+    figures: dict[str, float] = field(default_factory=dict)
 
     def by_address(self, address: str) -> BootedMember | None:
         for booted in self.members.values():

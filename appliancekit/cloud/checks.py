@@ -12,7 +12,6 @@ Each check returns a one-line detail or raises; `run_checks` retries each until 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import imaplib
 import smtplib
 import socket
@@ -26,6 +25,7 @@ from email.utils import formatdate, make_msgid
 
 import dns.message
 import dns.query
+import dns.rdata
 import dns.rdatatype
 
 from appliancekit.cloud import pdns, records
@@ -105,13 +105,31 @@ def apply_records(booted: BootedCloud, secrets: CloudSecrets) -> str:
     api = booted.members[cloud.dns.name].host_port(8081)
     client = pdns.PowerDNS(f"http://127.0.0.1:{api}", secrets.pdns_api_key)
     wanted = records.generate(cloud, secrets)
+    start = time.monotonic()
     result = pdns.apply(
         client, f"{cloud.domain}.", wanted, cloud.name, nameservers=[cloud.fqdn("ns1")]
     )
+    # every record answers as generated at the DNS member (PowerDNS drops its caches on a
+    # change through the API): the time from the apply to that is a bench figure
+    pending = list(wanted)
+    while pending:
+        pending = [r for r in pending if query(booted, r.name, r.type) != _presented(r)]
+        if pending and time.monotonic() - start > ATTEMPT:
+            raise CheckFailed(f"{pending[0].name} {pending[0].type} does not answer as applied")
+    booted.figures["dns_apply_to_resolving"] = time.monotonic() - start
+    one = time.monotonic()
+    query(booted, wanted[0].name, wanted[0].type)
+    booted.figures["dns_one_query"] = time.monotonic() - one
     again = pdns.apply(client, f"{cloud.domain}.", wanted, cloud.name)
     if again.changes:
         raise CheckFailed(f"applying the records a second time changed {again.changes} RRsets")
     return f"{len(result.replace)} RRsets applied through the API; a second apply changed nothing"
+
+
+def _presented(rrset: records.RRset) -> list[str]:
+    """An RRset's contents as dnspython prints the answer."""
+    rdtype = dns.rdatatype.from_text(rrset.type)
+    return sorted(dns.rdata.from_text("IN", rdtype, c).to_text() for c in rrset.contents)
 
 
 def listening(host_port: int) -> str:
@@ -153,47 +171,6 @@ def members_by_name(booted: BootedCloud) -> str:
             seen.append(f"{host}={address}:{port}")
             del detail
     return "resolved and answering: " + ", ".join(seen)
-
-
-def homepage_by_name(booted: BootedCloud) -> str:
-    cloud = booted.cloud
-    name = cloud.fqdn("www")
-    address, member = resolve_member(booted, name)
-    conn = http.client.HTTPConnection("127.0.0.1", member.host_port(80), timeout=ATTEMPT)
-    try:
-        conn.request("GET", "/", headers={"Host": name.rstrip("."), "Connection": "close"})
-        response = conn.getresponse()
-        body = response.read()
-    finally:
-        conn.close()
-    if response.status != 200:
-        raise CheckFailed(f"GET http://{name.rstrip('.')}/ answered {response.status}")
-    return f"http://{name.rstrip('.')}/ ({address}, member {member.card.member.name}): 200, {len(body)} bytes"
-
-
-def matrix_delegation(booted: BootedCloud) -> str:
-    cloud = booted.cloud
-    srv = query(booted, f"_matrix-fed._tcp.{cloud.domain}.", "SRV")
-    if not srv:
-        raise CheckFailed(f"no _matrix-fed._tcp.{cloud.domain} SRV record")
-    _priority, _weight, port, target = srv[0].split()
-    address, member = resolve_member(booted, target)
-    conn = http.client.HTTPConnection("127.0.0.1", member.host_port(int(port)), timeout=ATTEMPT)
-    try:
-        conn.request(
-            "GET",
-            "/_matrix/federation/v1/version",
-            headers={"Host": cloud.domain, "Connection": "close"},
-        )
-        response = conn.getresponse()
-        body = response.read()
-    finally:
-        conn.close()
-    if response.status != 200 or b"server" not in body:
-        raise CheckFailed(
-            f"federation version at {target}:{port} answered {response.status} {short(body)!r}"
-        )
-    return f"@user:{cloud.domain} -> {target}:{port} ({address}): {short(body, 60)}"
 
 
 @dataclass(frozen=True)
@@ -363,8 +340,16 @@ def run_checks(
 
 
 def cloud_checks(
-    booted: BootedCloud, secrets: CloudSecrets, account: MailAccount | None
+    booted: BootedCloud,
+    secrets: CloudSecrets,
+    account: MailAccount | None,
+    tls_root: str | None = None,
 ) -> list[Check]:
+    """The checks in order. `tls_root`: the test ACME CA's root (PEM): chains are verified
+    against it, and the certificates must be ACME's and be renewed; None: TLS is checked
+    without verifying (self-signed, ACME off)."""
+    from appliancekit.cloud.tlschecks import tls_checks
+
     cloud = booted.cloud
     checks = [
         Check(
@@ -374,12 +359,8 @@ def cloud_checks(
             "every member resolved at the DNS member and answering", lambda: members_by_name(booted)
         ),
     ]
-    if cloud.with_role(Role.WEB):
-        checks.append(Check("homepage by name", lambda: homepage_by_name(booted)))
-    if cloud.with_role(Role.MATRIX):
-        checks.append(
-            Check("Matrix delegation (SRV) resolved and served", lambda: matrix_delegation(booted))
-        )
+    tls_first, tls_last = tls_checks(booted, tls_root)
+    checks += tls_first
     if cloud.with_role(Role.MAIL) and account is not None:
         trip = MailRoundTrip(booted, account)
         checks.append(
@@ -390,4 +371,4 @@ def cloud_checks(
         checks.append(
             Check("mail member checks DKIM through the DNS member", trip.resend_and_check)
         )
-    return checks
+    return checks + tls_last

@@ -14,6 +14,10 @@ rejected, and every error is one line with file:line and the field. Format::
     dmarc = "p=quarantine"           # DMARC policy tags (rua= is added: postmaster@domain)
     mta_sts_mode = "testing"         # testing | enforce | none
     caa = ["letsencrypt.org"]        # CAs allowed to issue for the domain (CAA issue)
+    acme_url = "https://..."         # ACME directory the TLS members get certificates from
+                                     # (default: Let's Encrypt; "" turns ACME off)
+    acme_ca = "MIIF..."              # root CA of the ACME server's HTTPS (base64 DER);
+                                     # default: the recipes' (ISRG Root X1)
 
     [[member]]                       # one per appliance; exactly one has role = "dns"
     name = "mail"                    # required: host name in the domain (mail.example.org)
@@ -69,6 +73,7 @@ from appliancekit.tomlsource import (
 )
 
 CLOUD_SUFFIX = ".toml"
+LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 _LABEL_RE = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _SELECTOR_RE = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 
@@ -145,6 +150,8 @@ class Cloud:
     mta_sts_mode: MtaStsMode = MtaStsMode.TESTING
     caa: tuple[str, ...] = ("letsencrypt.org",)
     monitoring: CloudMonitoring | None = None
+    acme_url: str = LETSENCRYPT
+    acme_ca: str | None = None  # None: each recipe's default root
     _lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def member(self, name: str) -> Member:
@@ -274,6 +281,16 @@ CLOUD_FIELDS = (
     ),
     Field("mta_sts_mode", choice(MtaStsMode, what="mode"), default=MtaStsMode.TESTING),
     Field("caa", list_of(_domain()), default=("letsencrypt.org",)),
+    Field(
+        "acme_url",
+        string(
+            nonempty=False,
+            pattern=r"(https?://[A-Za-z0-9.:\[\]/_%+-]+)?",
+            hint='an http(s) URL, or "" for no ACME',
+        ),
+        default=LETSENCRYPT,
+    ),
+    Field("acme_ca", string(pattern=r"[A-Za-z0-9+/]+=*", hint="base64 (a PEM body on one line)")),
 )
 
 MEMBER_FIELDS = (
@@ -475,6 +492,8 @@ def load_cloud(path: Path, project: Project) -> Cloud:
         mta_sts_mode=head["mta_sts_mode"],
         caa=head["caa"],
         monitoring=CloudMonitoring(**top["monitoring"]) if top["monitoring"] else None,
+        acme_url=head["acme_url"],
+        acme_ca=head["acme_ca"],
     )
     return cloud
 

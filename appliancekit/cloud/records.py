@@ -5,8 +5,10 @@ Every member: A (and AAAA) for its name and aliases. By role:
 - web: the apex and www, and mta-sts (the host serving the MTA-STS policy);
 - mail: MX, SPF, DMARC, the DKIM TXT (from the key generated before first boot), the
   MTA-STS TXT and TLS-RPT;
-- matrix: the federation SRV records (_matrix-fed._tcp and the older _matrix._tcp) pointing
-  at the member, so user IDs are @user:DOMAIN;
+- matrix: user IDs are @user:DOMAIN. With a web member, the delegation is its
+  /.well-known/matrix/server (roles.web_settings), so the Matrix member's certificate needs
+  only its own name; without one, the federation SRV records (_matrix-fed._tcp and the older
+  _matrix._tcp) point at the member's TLS port;
 - the apex: CAA for the CAs allowed to issue.
 
 Records are RRsets (name, type) -> contents in PowerDNS's presentation format, because they
@@ -49,7 +51,8 @@ def txt(text: str) -> str:
 def mta_sts_policy(cloud: Cloud) -> str:
     """The policy file served at https://mta-sts.DOMAIN/.well-known/mta-sts.txt (RFC 8461)."""
     mail = cloud.with_role(Role.MAIL)
-    mx = [f"mx: {name}.{cloud.domain}" for name in mail.names] if mail else []
+    # the MX record's host (the web member serves exactly this: roles.web_settings)
+    mx = [f"mx: {mail.name}.{cloud.domain}"] if mail else []
     return "\r\n".join(
         ["version: STSv1", f"mode: {cloud.mta_sts_mode.value}", *mx, "max_age: 86400", ""]
     )
@@ -61,8 +64,10 @@ def mta_sts_id(cloud: Cloud) -> str:
 
 
 def matrix_port(member: Member) -> int:
-    """Where the Matrix member serves (its recipe's first declared port)."""
-    return member.recipe.ports[0] if member.recipe.ports else 8448
+    """Where the Matrix member serves federation over TLS: 8448 when its recipe declares it,
+    else its first declared port."""
+    ports = member.recipe.ports
+    return 8448 if 8448 in ports or not ports else ports[0]
 
 
 def dkim_record(cloud: Cloud, secrets: CloudSecrets) -> str:
@@ -99,7 +104,7 @@ def generate(cloud: Cloud, secrets: CloudSecrets) -> list[RRset]:
         if cloud.mta_sts_mode != MtaStsMode.NONE:
             add("_mta-sts", "TXT", txt(f"v=STSv1; id={mta_sts_id(cloud)}"))
         add("_smtp._tls", "TXT", txt(f"v=TLSRPTv1; rua=mailto:postmaster@{domain}"))
-    if member := cloud.with_role(Role.MATRIX):
+    if (member := cloud.with_role(Role.MATRIX)) and cloud.with_role(Role.WEB) is None:
         target = f"10 0 {matrix_port(member)} {cloud.fqdn(member.name)}"
         add("_matrix-fed._tcp", "SRV", target)
         add("_matrix._tcp", "SRV", target)

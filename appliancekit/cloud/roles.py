@@ -76,6 +76,59 @@ def monitoring_settings(cloud: Cloud, member: Member, secrets: CloudSecrets) -> 
     return values
 
 
+# The TLS members' ACME settings (recipes/*/recipe.toml, "TLS (ACME)"): filled for every
+# member whose recipe declares acme_url, with DNS-01 through the cloud's own DNS member.
+ACME_URL = "acme_url"
+TLS_CERT = "tls_cert"
+MATRIX_TLS_PORT = 8448
+
+
+def tls_names(cloud: Cloud, member: Member) -> list[str]:
+    """The names in a member's certificate, the one its clients ask for first.
+
+    One member per name: two members asking for one name would fight over its
+    _acme-challenge TXT record. The web member holds the apex (and www, mta-sts); Matrix is
+    delegated by /.well-known/matrix/server on it, so the Matrix member needs only its own
+    names, unless there is no web member: then the SRV delegation needs the apex in its
+    certificate."""
+    names = [f"{host}.{cloud.domain}" for host in member.names]
+    if member.role == Role.WEB:
+        names = [cloud.domain, f"www.{cloud.domain}", f"mta-sts.{cloud.domain}", *names]
+    if member.role == Role.MATRIX and cloud.with_role(Role.WEB) is None:
+        names.append(cloud.domain)
+    return list(dict.fromkeys(names))
+
+
+def acme_settings(cloud: Cloud, member: Member, secrets: CloudSecrets) -> dict[str, str]:
+    declared = {s.name for s in member.recipe.settings}
+    if ACME_URL not in declared or TLS_CERT in dict(member.settings) or not cloud.acme_url:
+        return {}  # no TLS, the member's own certificate, or ACME off for the cloud
+    values = {
+        ACME_URL: cloud.acme_url,
+        "acme_names": ",".join(tls_names(cloud, member)),
+        "acme_challenge": "dns-01",
+        "acme_dns_api": f"http://{cloud.dns.address}:8081",
+        "acme_dns_key": secrets.pdns_api_key,
+        "acme_dns_zone": cloud.domain,
+    }
+    if cloud.acme_ca:
+        values["acme_ca"] = cloud.acme_ca
+    return {k: v for k, v in values.items() if k in declared}
+
+
+def web_settings(cloud: Cloud) -> dict[str, str]:
+    """What the web member serves for the others: the MTA-STS policy, Matrix delegation."""
+    values: dict[str, str] = {}
+    mail = cloud.with_role(Role.MAIL)
+    if mail is not None and cloud.mta_sts_mode.value != "none":
+        values["mta_sts_mode"] = cloud.mta_sts_mode.value
+        values["mta_sts_mx"] = f"{mail.name}.{cloud.domain}"
+    matrix = cloud.with_role(Role.MATRIX)
+    if matrix is not None:
+        values["matrix_server"] = f"{matrix.name}.{cloud.domain}:{MATRIX_TLS_PORT}"
+    return values
+
+
 def check_roles(members: Sequence[Member], src: TomlSource) -> None:
     """Each member's recipe declares the settings its role fills (else: one line)."""
     for index, member in enumerate(members):
@@ -106,6 +159,10 @@ def member_settings(
     for name, value in ROLE_SETTINGS[member.role].items():
         values[name] = value(cloud, member, secrets)
     values.update(monitoring_settings(cloud, member, secrets))
+    declared = {s.name for s in member.recipe.settings}
+    if member.role == Role.WEB:
+        values.update({k: v for k, v in web_settings(cloud).items() if k in declared})
+    values.update(acme_settings(cloud, member, secrets))
     values.update(member.settings)
     return values
 

@@ -11,12 +11,13 @@ from pathlib import Path
 import click
 
 from appliancekit.build import BuildPlan, BuildResult
-from appliancekit.cloud import pdns, records
+from appliancekit.cloud import pdns, records, testca
 from appliancekit.cloud.boot import boot_cloud, build_members, make_cards, write_flash_settings
 from appliancekit.cloud.checks import Check, apply_records, run_checks
 from appliancekit.cloud.model import Cloud, Member, find_cloud, list_clouds
 from appliancekit.cloud.secrets import CloudSecrets, load_or_create
 from appliancekit.cloud.testrun import run_cloud_test
+from appliancekit.cloud.tlschecks import acme_members
 from appliancekit.commands._common import handle_errors, json_option, reporter_from
 from appliancekit.commands.build import images_option, run_build
 from appliancekit.errors import UserError
@@ -202,13 +203,25 @@ def test_command(
 ) -> None:
     """Boot every member on one network (QEMU, no root), apply the records through the DNS
     member's API and check the members across the network. Cards are throw-away copies with
-    each recipe's [test] settings (probe accounts) under the cloud's."""
+    each recipe's [test] settings (probe accounts) under the cloud's. Members that use ACME
+    get their certificates from a test CA (Debian's pebble, started here) instead of the
+    cloud's acme_url; their chains are verified against its root, and renewed."""
     cloud = _load(name)
     secrets = _secrets(cloud, images)
     builds = _builds(ctx, cloud, secrets, images, json_mode)
     reporter_from(ctx, json_mode).step(f"booting {len(cloud.members)} members of {cloud.name}")
     with tempfile.TemporaryDirectory(prefix="cloud-test.") as tmp:
-        cards = make_cards(cloud, secrets, builds, Path(tmp) / "cards", test=True)
+        test_ca = (
+            testca.prepare(Path(tmp) / "ca") if acme_members(cloud) and cloud.acme_url else None
+        )
+        cards = make_cards(
+            cloud,
+            secrets,
+            builds,
+            Path(tmp) / "cards",
+            test=True,
+            acme=test_ca.member_settings() if test_ca else None,
+        )
         logs = state_dir(cloud, images) / "test"
         reporter = reporter_from(ctx, json_mode)
         report = run_cloud_test(
@@ -218,6 +231,7 @@ def test_command(
             logs,
             timeout=timeout,
             on_result=lambda r: reporter.step(f"{r.name}: ok after {r.seconds:.0f}s"),
+            test_ca=test_ca,
         )
     if json_mode:
         emit_json(report.to_json())

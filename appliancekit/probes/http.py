@@ -16,7 +16,11 @@ def _http_describe(probe: Probe) -> str:
 @probe_kind("http", describe=_http_describe)
 def check_http(probe: Probe, host: str, port: int, timeout: float) -> str:
     # http.client talks to host:port directly: no proxy from the environment applies.
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    return get(probe, http.client.HTTPConnection(host, port, timeout=timeout))
+
+
+def get(probe: Probe, conn: http.client.HTTPConnection) -> str:
+    """GET probe.path on `conn` (HTTP or HTTPS) and check status and body."""
     try:
         conn.request("GET", probe.path or "/", headers={"Connection": "close"})
         response = conn.getresponse()
