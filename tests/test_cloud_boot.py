@@ -12,7 +12,7 @@ import pytest
 from appliancekit.build import BuildResult
 from appliancekit.cloud import testca
 from appliancekit.cloud.boot import build_members, make_cards
-from appliancekit.cloud.model import Member, find_cloud
+from appliancekit.cloud.model import Member, find_cloud, load_cloud
 from appliancekit.cloud.secrets import load_or_create
 from appliancekit.cloud.testrun import run_cloud_test
 
@@ -70,3 +70,56 @@ def test_example_cloud(appliances: ApplianceCache, tmp_path: Path) -> None:
             in serial
         )
     print(f"example cloud healthy {report.healthy:.1f}s after the first QEMU start; {summary}")
+
+
+EC2_CLOUD = """[cloud]
+domain = "example.net"
+network = "10.43.0.0/24"
+mta_sts_mode = "none"
+
+[[member]]
+name = "ns"
+recipe = "dns"
+board = "qemu-virt-arm64"
+role = "dns"
+address = "10.43.0.2"
+
+[[member]]
+name = "web"
+recipe = "homepage"
+board = "ec2-x86_64"
+role = "web"
+address = "10.43.0.3"
+"""
+
+
+@pytest.mark.timeout(2400)
+def test_cloud_member_on_a_second_board(appliances: ApplianceCache, tmp_path: Path) -> None:
+    """The homepage on ec2-x86_64 (UEFI, the UKI, its settings as EC2 user-data over IMDSv2)
+    on the same network as a DNS member on qemu-virt-arm64: its name resolves there, it gets
+    its certificate from pebble through that member's API (DNS-01), and serves it by name.
+    Lean: two machines, no wait for the renewal (the example cloud shows that)."""
+    path = tmp_path / "mixed.toml"
+    path.write_text(EC2_CLOUD)
+    cloud = load_cloud(path, PROJECT)
+    secrets = load_or_create(tmp_path / "state")
+    builds = build_members(
+        cloud, secrets, lambda m, _s: appliances.build(m.recipe.name, m.board.name)
+    )
+    ca = testca.prepare(tmp_path / "ca")
+    cards = make_cards(
+        cloud, secrets, builds, tmp_path / "cards", test=True, acme=ca.member_settings()
+    )
+    report = run_cloud_test(
+        cloud, secrets, cards, tmp_path / "run", timeout=1500, test_ca=ca, renewal=False
+    )
+    summary = "\n".join(f"{c.ok} {c.name}: {c.detail} ({c.seconds:.1f}s)" for c in report.checks)
+    tails = "\n".join(f"--- {m}\n{t}" for m, t in report.serial_tails.items())
+    assert report.passed, f"{report.failure}\n{summary}\n{tails}"
+    assert [c.name for c in report.checks] == [
+        "records applied through the DNS member's API",
+        "every member resolved at the DNS member and answering",
+        "every TLS member serves an ACME certificate (chain verified)",
+        "homepage by name: HTTP redirects to HTTPS",
+    ]
+    print(f"mixed cloud healthy {report.healthy:.1f}s after the first QEMU start; {summary}")

@@ -3,13 +3,14 @@ one `network.Lan`, each reachable from the host through its user-mode NIC's forw
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from appliancekit.boottest import probes_from_manifest, qemu_config
@@ -18,7 +19,9 @@ from appliancekit.cloud.model import Cloud, Member
 from appliancekit.cloud.network import Cluster, Lan
 from appliancekit.cloud.roles import member_settings, split_settings
 from appliancekit.cloud.secrets import CloudSecrets
+from appliancekit.devsettings import render_user_data
 from appliancekit.flash import write_device_settings
+from appliancekit.imds import ImdsServer
 from appliancekit.manifest import Manifest
 from appliancekit.probes import forward_map, forwards_for
 from appliancekit.qemu import Machine, PortForward
@@ -149,7 +152,7 @@ def boot_cloud(
 ) -> Iterator[BootedCloud]:
     """Start every member on one new `Lan`; all are killed when the block ends."""
     lan = Lan.new()
-    with Cluster(lan, workdir) as cluster:
+    with Cluster(lan, workdir) as cluster, contextlib.ExitStack() as servers:
         members = {}
         for member in cloud.members:
             card = cards[member.name]
@@ -166,6 +169,12 @@ def boot_cloud(
                 forwards,
                 snapshot=snapshot,
             )
+            if member.board.qemu.imds:
+                # an EC2 board reads its settings from user-data (IMDSv2), as on EC2
+                imds = servers.enter_context(
+                    ImdsServer(render_user_data(card.settings, card.manifest))
+                )
+                config = replace(config, net_options=imds.netdev_options())
             machine = cluster.add(member.name, config)
             members[member.name] = BootedMember(card, machine, forwards)
         started = cluster.start()

@@ -344,6 +344,8 @@ def cloud_checks(
     secrets: CloudSecrets,
     account: MailAccount | None,
     tls_root: str | None = None,
+    *,
+    renewal: bool = True,
 ) -> list[Check]:
     """The checks in order. `tls_root`: the test ACME CA's root (PEM): chains are verified
     against it, and the certificates must be ACME's and be renewed; None: TLS is checked
@@ -371,4 +373,4 @@ def cloud_checks(
         checks.append(
             Check("mail member checks DKIM through the DNS member", trip.resend_and_check)
         )
-    return checks + tls_last
+    return checks + (tls_last if renewal else [])

@@ -80,10 +80,12 @@ def run_cloud_test(
     timeout: float = 600.0,
     on_result: Callable[[CheckResult], None] | None = None,
     test_ca: TestCA | None = None,
+    renewal: bool = True,
 ) -> CloudTestReport:
     """Boot, check, report. `test_ca`: the ACME CA the cards point the members at (made
     with `testca.prepare` before the cards); pebble starts once the DNS member's port is
-    known, and the TLS checks verify against its root."""
+    known, and the TLS checks verify against its root. `renewal=False` skips waiting for
+    the renewals."""
     account = mail_account(cloud, cards)
     handover: dict[str, float] = {}
     results: list[CheckResult] = []
@@ -99,7 +101,10 @@ def run_cloud_test(
                 root = stack.enter_context(pebble(test_ca, dns_port)).issuing_roots()
             handover = booted.cluster.wait_for_serial(HANDOVER, timeout)
             results = run_checks(
-                booted, cloud_checks(booted, secrets, account, root), deadline, on_result
+                booted,
+                cloud_checks(booted, secrets, account, root, renewal=renewal),
+                deadline,
+                on_result,
             )
             failed = next((r for r in results if not r.ok), None)
             if failed is not None:
