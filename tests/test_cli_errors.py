@@ -142,11 +142,11 @@ def test_a_package_the_lock_does_not_pin_is_not_resolved(scratch_project: Path) 
     """With a lock, a recipe asking for more than it pins fails before apt or any download."""
     recipe = scratch_project / "recipes/homepage/recipe.toml"
     recipe.write_text(
-        recipe.read_text().replace('packages = ["nginx"]', 'packages = ["nginx", "curl"]')
+        recipe.read_text().replace('packages = ["nginx", ', 'packages = ["nginx", "wget", ')
     )
     result = build_in(scratch_project)
     assert_clean_failure(
-        result, scratch_project, "debian-trixie-arm64.lock", "curl", "appliancekit lock homepage"
+        result, scratch_project, "debian-trixie-arm64.lock", "wget", "appliancekit lock homepage"
     )
 
 

@@ -70,6 +70,7 @@ def test_example_cloud(appliances: ApplianceCache, tmp_path: Path) -> None:
             in serial
         )
     print(f"example cloud healthy {report.healthy:.1f}s after the first QEMU start; {summary}")
+    print(f"figures: {report.figures}; QEMU RSS: {report.memory}; pebble lifetime {ca.lifetime}s")
 
 
 EC2_CLOUD = """[cloud]
