@@ -21,7 +21,10 @@ from .conftest import PROJECT, ApplianceCache
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.timeout(3000)  # 4 guests on 2 shared cores: measured 1118 s under load 15
+# 4 guests on 2 shared cores: measured 1118 s under load 15 before TLS; with ACME (a
+# self-signed certificate first, DNS-01, renewals) more, and under load 36-42 it did not
+# finish in 3000 s
+@pytest.mark.timeout(4200)
 def test_example_cloud(appliances: ApplianceCache, tmp_path: Path) -> None:
     cloud = find_cloud("example", PROJECT)
     secrets = load_or_create(tmp_path / "state")
@@ -37,7 +40,7 @@ def test_example_cloud(appliances: ApplianceCache, tmp_path: Path) -> None:
     cards = make_cards(
         cloud, secrets, builds, tmp_path / "cards", test=True, acme=ca.member_settings()
     )
-    report = run_cloud_test(cloud, secrets, cards, tmp_path / "run", timeout=1800, test_ca=ca)
+    report = run_cloud_test(cloud, secrets, cards, tmp_path / "run", timeout=3000, test_ca=ca)
     summary = "\n".join(f"{c.ok} {c.name}: {c.detail} ({c.seconds:.1f}s)" for c in report.checks)
     tails = "\n".join(f"--- {m}\n{t}" for m, t in report.serial_tails.items())
     assert report.passed, f"{report.failure}\n{summary}\n{tails}"
@@ -94,6 +97,9 @@ address = "10.43.0.3"
 """
 
 
+@pytest.mark.skip(
+    reason="issue 13 §5: written but never run yet (no machine time in the session that wrote it)"
+)
 @pytest.mark.timeout(2400)
 def test_cloud_member_on_a_second_board(appliances: ApplianceCache, tmp_path: Path) -> None:
     """The homepage on ec2-x86_64 (UEFI, the UKI, its settings as EC2 user-data over IMDSv2)
