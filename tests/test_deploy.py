@@ -30,6 +30,8 @@ CLOUD = """\
 domain = "example.net"
 network = "10.9.0.0/24"
 gateway = "10.9.0.1"
+# the fake homepage image below declares no ACME settings: no ACME for this cloud
+acme_url = ""
 
 [[member]]
 name = "ns"
