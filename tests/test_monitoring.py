@@ -102,7 +102,7 @@ def test_a_recipe_opts_in_with_monitoring(tmp_path: Path) -> None:
     assert plain.monitoring is None
     recipe = load_recipe(recipe_with(tmp_path, "\n[monitoring]\nport = 9200\n"))
     assert recipe.monitoring is not None and recipe.monitoring.port == 9200
-    assert recipe.ports == (80, 9200)
+    assert recipe.ports == (80, 443, 9200)
     services = {s.name: s for s in recipe.services}
     assert set(services) == {"nginx", "node-exporter", "ak-monitor"}
     exporter, agent = services["node-exporter"], services["ak-monitor"]

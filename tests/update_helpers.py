@@ -281,7 +281,7 @@ class UpdateMachine:
         board: Board,
         workdir: Path,
         settings: dict[str, str],
-        guest_ports: tuple[int, ...] = (80,),
+        guest_ports: tuple[int, ...] = (80, 443),
     ) -> None:
         self.manifest: Manifest = load_manifest(image_dir)
         self.board = board
@@ -345,11 +345,16 @@ class UpdateMachine:
                 out.write(self.machine.serial_text())
             self.machine = None
 
-    def http_get(self, path: str = "/", port: int = 80, timeout: float = 10.0) -> str:
+    def http_get(self, path: str = "/", port: int = 443, timeout: float = 10.0) -> str:
+        """GET path; port 443 over HTTPS (the homepage redirects port 80 there), unverified:
+        its certificate is self-signed, and the update is under test, not TLS."""
+        import ssl
         import urllib.request
 
-        url = f"http://127.0.0.1:{self.ports[port]}{path}"
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        scheme = "https" if port == 443 else "http"
+        url = f"{scheme}://127.0.0.1:{self.ports[port]}{path}"
+        context = ssl._create_unverified_context() if scheme == "https" else None
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return response.read().decode(errors="replace")
 
     def wait_serving(self, marker: str, timeout: float, path: str = "/") -> float:

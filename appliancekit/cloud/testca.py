@@ -107,7 +107,7 @@ def prepare(workdir: Path) -> TestCA:
 
 
 @contextmanager
-def pebble(ca: TestCA, dns_port: int, *, timeout: float = 30.0) -> Iterator[TestCA]:
+def pebble(ca: TestCA, dns_port: int, *, timeout: float = 180.0) -> Iterator[TestCA]:
     """Run pebble for `ca`, validating at 127.0.0.1:dns_port; stopped when the block ends."""
     config = {
         "pebble": {

@@ -6,6 +6,7 @@ boot test and the content benchmark share. QEMU's user network puts the host's l
 from __future__ import annotations
 
 import re
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -24,8 +25,9 @@ GUEST_HOST_ADDRESS = "10.0.2.2"  # the host, as QEMU's user network shows it to 
 
 
 class ContentMachine:
-    """`image_dir` copied, `settings` written into its settings.env, booted (port 80
-    forwarded). Use as a context manager; QEMU is killed on exit."""
+    """`image_dir` copied, `settings` written into its settings.env, booted (the web port
+    forwarded: 443, as the homepage serves its site over HTTPS and redirects port 80 there).
+    Use as a context manager; QEMU is killed on exit."""
 
     def __init__(
         self,
@@ -34,8 +36,10 @@ class ContentMachine:
         board: Board,
         settings: dict[str, str],
         workdir: Path,
-        port: int = 80,
+        port: int = 443,
+        tls: bool = True,
     ) -> None:
+        self.scheme = "https" if tls else "http"
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         disk = self.workdir / "disk.img"
@@ -62,9 +66,11 @@ class ContentMachine:
 
     def get(self, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
         """(status, body) of GET path on the guest's port; (0, error) if no answer."""
-        url = f"http://127.0.0.1:{self.host_port}{path}"
+        url = f"{self.scheme}://127.0.0.1:{self.host_port}{path}"
+        # the content is under test here, not the certificate (self-signed until ACME)
+        context = ssl._create_unverified_context() if self.scheme == "https" else None
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
+            with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
                 return response.status, response.read().decode(errors="replace")
         except urllib.error.HTTPError as exc:
             return exc.code, ""
