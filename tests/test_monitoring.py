@@ -104,7 +104,7 @@ def test_a_recipe_opts_in_with_monitoring(tmp_path: Path) -> None:
     assert recipe.monitoring is not None and recipe.monitoring.port == 9200
     assert recipe.ports == (80, 443, 9200)
     services = {s.name: s for s in recipe.services}
-    assert set(services) == {"nginx", "node-exporter", "ak-monitor"}
+    assert set(services) == {"nginx", "acme", "node-exporter", "ak-monitor"}
     exporter, agent = services["node-exporter"], services["ak-monitor"]
     assert exporter.user == "node-exporter" and exporter.exec[0] == monitoring.EXPORTER
     # node-exporter only on loopback; the agent is the one outside listener, on the port
