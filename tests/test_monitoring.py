@@ -311,9 +311,9 @@ def test_blas_is_linked_where_the_loader_looks() -> None:
 
 def test_the_agent_reads_the_state_files_the_image_has(tmp_path: Path) -> None:
     """The sources file names the update agent's and backup agent's state files, and the
-    certificate the ACME service installs: the directory its acme.env names (tlsdir)."""
-    acme = '\n[[file]]\npath = "/etc/acme/acme.env"\ncontent = """url={{ settings.hostname }}\ntlsdir=/var/lib/mail-tls\nuid=960\n"""\n'
-    recipe = load_recipe(recipe_with(tmp_path, acme + "\n[monitoring]\n"))
+    certificate the ACME service installs: the directory its acme.env names (tlsdir; the
+    homepage's own acme service installs into /var/lib/tls)."""
+    recipe = load_recipe(recipe_with(tmp_path, "\n[monitoring]\n"))
     files = {f.path: f for f in recipe.files}
     sources = json.loads(jinja2.Template(files[monitoring.SOURCES_FILE].content or "").render())
     assert sources == {
@@ -322,12 +322,13 @@ def test_the_agent_reads_the_state_files_the_image_has(tmp_path: Path) -> None:
             "slots": "/etc/appliancekit/slots.json",
         },
         "backups": [{"target": "data", "status": "/data/.appliancekit/backup/status"}],
-        "certificates": [{"name": "mail-tls", "path": "/var/lib/mail-tls/cert.pem"}],
+        "certificates": [{"name": "tls", "path": "/var/lib/tls/cert.pem"}],
     }
     agent = next(s for s in recipe.services if s.name == monitoring.AGENT_SERVICE)
     assert f"-sources={monitoring.SOURCES_FILE}" in agent.exec
     # the update agent's own paths, which monitoring cannot import
     assert sources["update"]["status"] == f"{agent_install.STATE_DIR}/status.json"
     assert sources["update"]["slots"] == SLOTS_JSON
-    plain = load_recipe(recipe_with(tmp_path / "plain", "\n[monitoring]\n"))
+    # the DNS appliance speaks no TLS: no acme service, no certificate
+    plain = load_recipe(recipe_with(tmp_path / "plain", "\n[monitoring]\n", base="dns"))
     assert monitoring.sources_config(plain)["certificates"] == []
