@@ -449,6 +449,32 @@ def test_wait_for_probes_honours_the_overall_deadline(closed_port: int) -> None:
     assert [r.ok for r in results] == [False, False]
 
 
+def test_a_kind_that_makes_the_service_work_waits_longer_per_attempt(closed_port: int) -> None:
+    """A kind registered with its own attempt timeout (the matrix probe: Synapse's bcrypt
+    under TCG) gets it for each attempt, up to what is left of the probe's timeout; the
+    others keep the runner's 10 s."""
+    from appliancekit.probes.runner import ATTEMPT_TIMEOUT, probe_kind
+
+    given: list[float] = []
+
+    @probe_kind("slow-hash-test", attempt_timeout=45.0)
+    def check(probe: Probe, host: str, port: int, timeout: float) -> str:
+        given.append(timeout)
+        return "hashed"
+
+    try:
+        probe = Probe(kind="slow-hash-test", port=8008, timeout=300)  # type: ignore[arg-type]
+        (result,) = wait_for_probes([probe], {(8008, "tcp"): closed_port}, 300, None)
+        assert result.ok and given[-1] == pytest.approx(45.0, abs=0.5)
+        short = Probe(kind="slow-hash-test", port=8008, timeout=5)  # type: ignore[arg-type]
+        wait_for_probes([short], {(8008, "tcp"): closed_port}, 300, None)
+        assert given[-1] <= 5.0
+        assert KINDS["matrix"].attempt_timeout > ATTEMPT_TIMEOUT
+        assert KINDS["http"].attempt_timeout == ATTEMPT_TIMEOUT
+    finally:
+        KINDS.pop("slow-hash-test", None)
+
+
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs QEMU")
 def test_wait_for_probes_stops_when_the_machine_died(tmp_path: Path, closed_port: int) -> None:
     cfg = QemuConfig(binary="qemu-system-x86_64", machine="none", memory="16M")

@@ -44,18 +44,25 @@ class ProbeKindSpec:
     check: Check  # (probe, host, port, timeout) -> detail; raises on failure
     protocol: str = "tcp"  # transport of the forwarded port
     describe: Callable[[Probe], str] | None = None  # default name beyond "KIND :PORT"
+    # how long one attempt may take: a kind whose request makes the service do seconds of
+    # work (a password hash) waits for it, since a retry would only queue the same work again
+    attempt_timeout: float = ATTEMPT_TIMEOUT
 
 
 KINDS: dict[str, ProbeKindSpec] = {}
 
 
 def probe_kind(
-    kind: str, *, protocol: str = "tcp", describe: Callable[[Probe], str] | None = None
+    kind: str,
+    *,
+    protocol: str = "tcp",
+    describe: Callable[[Probe], str] | None = None,
+    attempt_timeout: float = ATTEMPT_TIMEOUT,
 ) -> Callable[[Check], Check]:
     """Register a probe kind: `@probe_kind("http", describe=...)` over its check function."""
 
     def register(check: Check) -> Check:
-        KINDS[kind] = ProbeKindSpec(check, protocol, describe)
+        KINDS[kind] = ProbeKindSpec(check, protocol, describe, attempt_timeout)
         return check
 
     return register
@@ -109,9 +116,10 @@ def run_probe_once(
     """One attempt; never raises. `timeout` bounds each network operation."""
     kind = _kind(probe)
     name = probe_name(probe)
-    t = min(probe.timeout, ATTEMPT_TIMEOUT) if timeout is None else timeout
-    start = time.monotonic()
     spec = KINDS.get(kind)
+    each = spec.attempt_timeout if spec else ATTEMPT_TIMEOUT
+    t = min(probe.timeout, each) if timeout is None else timeout
+    start = time.monotonic()
     if spec is None:
         return ProbeResult(name, kind, False, f"unknown probe kind {kind!r}", 0.0, 1)
     try:
@@ -142,6 +150,8 @@ def wait_for_probes(
         kind, name = _kind(probe), probe_name(probe)
         proto = probe_protocol(probe)
         host_port = port_map.get((probe.port, proto))
+        spec = KINDS.get(kind)
+        each = spec.attempt_timeout if spec else ATTEMPT_TIMEOUT
         if host_port is None:
             detail = f"no host port forwarded for guest port {probe.port}/{proto}"
             results.append(ProbeResult(name, kind, False, detail, 0.0, 0))
@@ -157,12 +167,11 @@ def wait_for_probes(
             probe: Probe = probe,
             host_port: int = host_port,
             stop: float = stop,
+            each: float = each,
             last: list[ProbeResult] = last,
         ) -> None:
             left = stop - time.monotonic()
-            result = run_probe_once(
-                probe, host, host_port, timeout=max(0.2, min(ATTEMPT_TIMEOUT, left))
-            )
+            result = run_probe_once(probe, host, host_port, timeout=max(0.2, min(each, left)))
             last.append(result)
             if not result.ok:
                 raise ProbeFailed(result.detail)
