@@ -146,6 +146,12 @@ def listening(host_port: int) -> str:
         return f"answered {short(data, 40)!r}"
 
 
+def first_seen(booted: BootedCloud, what: str) -> None:
+    """Record in the run's figures when `what` was first seen (seconds from the first QEMU
+    start), for the per-member breakdown of a cloud test's time (docs/measurements.md)."""
+    booted.figures.setdefault(what, round(booted.elapsed(), 1))
+
+
 def members_by_name(booted: BootedCloud) -> str:
     """Every member's name resolves at the DNS member to the member's address, and a
     service answers there."""
@@ -169,6 +175,7 @@ def members_by_name(booted: BootedCloud) -> str:
             except (CheckFailed, OSError) as exc:
                 raise CheckFailed(f"{name} ({address}) port {port}: {exc}") from None
             seen.append(f"{host}={address}:{port}")
+            first_seen(booted, f"answering {member.name}")
             del detail
     return "resolved and answering: " + ", ".join(seen)
 

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 
 from appliancekit.cloud import records
 from appliancekit.cloud.boot import BootedCloud
-from appliancekit.cloud.checks import ATTEMPT, Check, CheckFailed, query, resolve_member
+from appliancekit.cloud.checks import (
+    ATTEMPT,
+    Check,
+    CheckFailed,
+    first_seen,
+    query,
+    resolve_member,
+)
 from appliancekit.cloud.model import Cloud, Member, MtaStsMode, Role
 from appliancekit.cloud.roles import ACME_URL, MATRIX_TLS_PORT, TLS_CERT, tls_names
 
@@ -122,13 +129,22 @@ def certificates_from_acme(booted: BootedCloud, state: TlsState) -> str:
     """Every endpoint's chain verifies against the CA's root (until ACME has been through,
     the self-signed one does not)."""
     seen = []
+    failed: list[Exception] = []
+    # every endpoint on each attempt, so each member's first ACME certificate is timed
     for endpoint in endpoints(booted.cloud):
         try:
             der = served_certificate(booted, endpoint, state.context)
         except ssl.SSLCertVerificationError as exc:
-            raise CheckFailed(f"{endpoint}: {exc.verify_message or exc}") from None
+            failed.append(CheckFailed(f"{endpoint}: {exc.verify_message or exc}"))
+            continue
+        except OSError as exc:  # not answering yet
+            failed.append(exc)
+            continue
         state.first.setdefault(str(endpoint), fingerprint(der))
+        first_seen(booted, f"ACME certificate served by {endpoint.member}")
         seen.append(str(endpoint))
+    if failed:
+        raise failed[0]
     return "chains verify against the ACME CA's root: " + ", ".join(seen)
 
 
@@ -144,6 +160,7 @@ def certificates_renewed(booted: BootedCloud, state: TlsState) -> str:
             waiting.append(key)
         else:
             state.renewed[key] = fingerprint(der)
+            first_seen(booted, f"renewed certificate served by {endpoint.member}")
     if waiting:
         raise CheckFailed(f"still the first certificate: {', '.join(waiting)}")
     return "renewed, new chains verify: " + ", ".join(
