@@ -71,15 +71,46 @@ def test_without_paths_every_data_path_is_backed_up(tmp_path: Path) -> None:
     )
 
 
+def test_dns_and_matrix_back_up_their_sqlite_databases_through_a_copy() -> None:
+    """PowerDNS's and Synapse's databases go into each snapshot as SQLite online-backup
+    copies, never as the live files (or their -wal/-shm/-journal); Synapse's media fetched
+    from other servers and its URL previews stay out (refetched on demand), its own media and
+    signing key are in."""
+    dns = recipe("dns")
+    assert dns.backup is not None and dns.backup.paths == ("/data/powerdns",)
+    assert [c.database for c in dns.backup.sqlite] == ["/data/powerdns/pdns.sqlite3"]
+    matrix = recipe("matrix")
+    assert matrix.backup is not None
+    assert matrix.backup.paths == ("/data/synapse", "/data/tls", "/data/acme")
+    assert [c.database for c in matrix.backup.sqlite] == ["/data/synapse/homeserver.db"]
+    for loaded in (dns, matrix):
+        scripts = {f.path: f.content or "" for f in loaded.files}
+        backup, restore = scripts[agent.BACKUP], scripts[agent.RESTORE]
+        (copy,) = loaded.backup.sqlite
+        assert f'--exclude "{copy.database}" --exclude "{copy.database}-*"' in backup
+        assert f"sqlite3 -readonly -bail {copy.database} \".backup '{copy.copy}'\"" in backup
+        assert f"ifelse -n {{ eltest -e {copy.database} }} {{ exit 0 }}" in backup  # not made yet
+        assert f"ifelse -n {{ eltest -e {copy.copy} }} {{ exit 0 }}" in restore
+        assert f"cp {copy.copy} {copy.database}" in restore
+        services = [s for s in loaded.services if s.name != agent.SERVICE]
+        assert services and all(s.down for s in services)  # the agent starts them
+    backup = {f.path: f.content or "" for f in matrix.files}[agent.BACKUP]
+    for cache in ("remote_content", "remote_thumbnail", "url_cache", "url_cache_thumbnails"):
+        assert f'--exclude "/data/synapse/media/{cache}"' in backup
+    assert "local_content" not in backup and "signing.key" not in backup
+
+
 def test_backups_yield_the_cpu_to_the_services(tmp_path: Path) -> None:
     """A snapshot is background work: under emulation a restic using every core at boot kept
     rspamd from starting. One Go thread, lowest priority; a restore (services still down)
     runs at full speed."""
-    loaded = load_recipe(write_recipe(tmp_path, VALID + "\n[backup]\n"))
+    loaded = load_recipe(write_recipe(tmp_path, VALID + BACKUP))
     scripts = {f.path: f.content or "" for f in loaded.files}
     assert "export GOMAXPROCS 1" in scripts[agent.AGENT]
-    restic_calls = re.findall(r"(\S+ \S+ \S+ )?restic (backup|forget)", scripts[agent.BACKUP])
-    assert restic_calls and all(prefix == "nice -n 19 " for prefix, _ in restic_calls)
+    code = "\n".join(s for s in scripts[agent.BACKUP].splitlines() if not s.startswith("#"))
+    calls = re.findall(r"(\S+ \S+ \S+ )?(restic backup|restic forget|sqlite3 -readonly)", code)
+    assert {c[1] for c in calls} == {"restic backup", "restic forget", "sqlite3 -readonly"}
+    assert all(prefix == "nice -n 19 " for prefix, _ in calls), calls
     assert "nice" not in scripts[agent.RESTORE]
 
 

@@ -3,8 +3,8 @@ scenarios: a DNS member and the monitoring member (Prometheus), both with [monit
 the scanner appliance joining their network once they answer.
 
 - every scrape target is up; the agent refuses a scrape without the token; the DNS member's
-  scrape carries its update state (the release it was built as, its slot), and no backup
-  metric (it has no [backup]);
+  scrape carries its update state (the release it was built as, its slot), and its backup
+  state: off (it has [backup] but no backup_repository), with no made-up backup age;
 - pdns, killed on the DNS member through its agent (SIGTERM, kept down: there is no shell to
   kill it with), shows as down and ServiceDown fires; killed five times while wanted up,
   ServiceRestarting fires; the DNS member's QEMU killed, MemberDown fires;
@@ -252,7 +252,9 @@ def test_monitored_cloud(appliances: ApplianceCache, session_images: Path, tmp_p
             assert "appliancekit_update_supported{" in metrics
             read_errors = re.findall(r"^appliancekit_state_read_errors\{.*\} (\S+)$", metrics, re.M)
             assert read_errors and set(read_errors) == {"0"}, metrics
-            assert "appliancekit_backup_" not in metrics  # dns has no [backup]: no made-up age
+            # dns has [backup] and this member no backup_repository: off, and no made-up age
+            backup = re.findall(r"^appliancekit_backup_\w+(?:\{.*\})? \S+$", metrics, re.M)
+            assert backup == ['appliancekit_backup_enabled{target="data"} 0'], backup
             info = f'appliancekit_update_info{{member="ns",release="{release}",slot="a"}}'
             wait_for("update state in Prometheus", lambda: value(info) == 1.0, 120, log)
             pdns = 'appliancekit_service_up{member="ns",service="pdns"}'

@@ -11,7 +11,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from appliancekit.board import Board
@@ -20,7 +20,7 @@ from appliancekit.devsettings import render_user_data
 from appliancekit.flash import write_device_settings
 from appliancekit.imds import GUEST_NETWORK, ImdsServer
 from appliancekit.manifest import Manifest
-from appliancekit.probes import run_probe_once
+from appliancekit.probes import KINDS, probe_protocol, run_probe_once
 from appliancekit.qemu import Machine, PortForward, free_port
 from appliancekit.recipe import Probe, ProbeKind
 
@@ -33,6 +33,12 @@ RESTORED = "/data restored from snapshot"
 class Vm:
     machine: Machine
     forwards: dict[int, int]  # guest port -> host port on 127.0.0.1
+    udp_forwards: dict[int, int] = field(default_factory=dict)  # the same, for UDP
+
+    def port_map(self) -> dict[tuple[int, str], int]:
+        """(guest port, protocol) -> host port, as probes.wait_for_probes takes it."""
+        tcp = {(port, "tcp"): host for port, host in self.forwards.items()}
+        return tcp | {(port, "udp"): host for port, host in self.udp_forwards.items()}
 
     def serial(self) -> str:
         return self.machine.serial_text()
@@ -68,9 +74,15 @@ class Vm:
             expect=expect,
             params=tuple(sorted(params.items())),
         )
+        host_port = self.port_map()[(guest_port, probe_protocol(probe))]
+        # one attempt gets 20 s, or longer where the kind says its request is slow work
+        # (a Matrix login's password hash): a retry would only queue the same work again
+        spec = KINDS.get(str(kind))
+        each = max(20.0, spec.attempt_timeout if spec else 0.0)
         deadline = time.monotonic() + timeout
         while True:
-            result = run_probe_once(probe, "127.0.0.1", self.forwards[guest_port], timeout=20)
+            left = max(1.0, deadline - time.monotonic())
+            result = run_probe_once(probe, "127.0.0.1", host_port, timeout=min(each, left))
             if result.ok:
                 return result.detail
             if not self.machine.is_running() or time.monotonic() > deadline:
@@ -97,9 +109,11 @@ def boot(
     ports: tuple[int, ...],
     *,
     size: int = 512 << 20,
+    udp: tuple[int, ...] = (),
 ) -> Iterator[Vm]:
     """The image on a fresh `size`-byte copy of its disk, booted with `settings` as `flash`
-    writes them (EC2 boards: as user-data over IMDSv2). QEMU is killed when the block ends."""
+    writes them (EC2 boards: as user-data over IMDSv2), guest TCP `ports` and UDP `udp`
+    forwarded from 127.0.0.1. QEMU is killed when the block ends."""
     workdir.mkdir(parents=True, exist_ok=True)
     disk = workdir / "disk.img"
     subprocess.run(
@@ -109,6 +123,7 @@ def boot(
     if not board.qemu.imds:
         write_device_settings(disk, manifest, settings)
     forwards = tuple(PortForward(port, free_port()) for port in ports)
+    forwards += tuple(PortForward(port, free_port(), "udp") for port in udp)
     config = qemu_config(board, disk, manifest, workdir, forwards, snapshot=False)
     with contextlib.ExitStack() as stack:
         if board.qemu.imds:
@@ -116,4 +131,8 @@ def boot(
             config = replace(config, net_options=imds.netdev_options())
         machine = stack.enter_context(Machine(config, workdir / "vm"))
         machine.start()
-        yield Vm(machine, {f.guest_port: f.host_port for f in forwards})
+        yield Vm(
+            machine,
+            {f.guest_port: f.host_port for f in forwards if f.protocol == "tcp"},
+            {f.guest_port: f.host_port for f in forwards if f.protocol == "udp"},
+        )
