@@ -29,8 +29,14 @@ def replace_dir(new: Path, target: Path, *, scratch: Path | None = None) -> None
         raise UserError(f"{target} exists and is not a directory", file=target)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(new, target)
-        return
+        try:
+            os.rename(new, target)
+            return
+        except OSError as e:
+            # another writer (a parallel build filling the same cache entry) put a tree
+            # there since the check: replace it like any existing one
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
     aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=scratch or target.parent))
     if exchange(new, target):
         os.rename(new, aside / target.name)  # `new` now holds the old tree

@@ -63,6 +63,13 @@ def _host_ready() -> str | None:
         return f"missing host tools {missing} (scripts/setup-host.sh installs them)"
     if not pdns_server.available():
         return "no pdns_server"
+    # a private mount namespace keeps the script's tmpfs mounts off the host; a chroot whose
+    # / is not a mount point (a fresh-machine run) cannot make / private
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, text=True
+    )
+    if probe.returncode != 0:
+        return f"no private mount namespace here: {probe.stderr.strip()}"
     return None
 
 

@@ -78,3 +78,17 @@ def test_a_reader_always_finds_a_tree(tmp_path: Path) -> None:
         reader.join()
     assert len(set(seen)) > 1 and not missing
     assert (target / "file").read_text() == "399"
+
+
+def test_a_tree_another_writer_put_there_meanwhile_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two parallel builds fill the same cache entry: the second finds no tree when it
+    looks, and one when it renames. It replaces that tree instead of failing."""
+    target = _tree(tmp_path / "out", "first writer")
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda p: False if p == target else real_exists(p))
+    replace_dir(_tree(tmp_path / "new", "second writer"), target)
+    monkeypatch.undo()
+    assert (target / "file").read_text() == "second writer"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -95,10 +95,11 @@ def test_failure_mid_build_leaves_nothing(scratch_project: Path) -> None:
     for lock in (scratch_project / "recipes/homepage").glob("debian-*.lock"):
         lock.unlink()  # without a lock the build resolves with apt
     recipe = scratch_project / "recipes/homepage/recipe.toml"
+    text = recipe.read_text()
+    # the second name in the list, whatever the recipe's own packages are
+    assert text.count('packages = ["nginx"') == 1
     recipe.write_text(
-        recipe.read_text().replace(
-            'packages = ["nginx"]', 'packages = ["nginx", "no-such-package-xyz"]'
-        )
+        text.replace('packages = ["nginx"', 'packages = ["nginx", "no-such-package-xyz"')
     )
     line = next(
         n for n, text in enumerate(recipe.read_text().splitlines(), 1) if "no-such-package" in text
