@@ -70,3 +70,13 @@ def run(
             detail = _last_line(proc.stdout)
         raise ToolError(f"{tool} failed (exit {proc.returncode}): {detail}")
     return proc
+
+
+def stop(process: subprocess.Popen[bytes] | subprocess.Popen[str], grace: float = 10) -> None:
+    """End a server a test or bench started: SIGTERM, then SIGKILL after `grace` seconds."""
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliancekit.hostcmd import stop
+
 SCHEMA = Path("/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql")
 
 
@@ -79,10 +81,5 @@ default-soa-content=ns1.@ hostmaster.@ 0 10800 3600 604800 3600
                 time.sleep(0.1)
         yield HostPowerDNS(f"http://127.0.0.1:{api_port}", api_key, dns_port, key_file)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from appliancekit.cache import Cache
 from appliancekit.errors import ToolError, UserError
+from appliancekit.hostcmd import stop
 from appliancekit.qemu import free_port
 from appliancekit.sources.debian import FetchedDeb
 from appliancekit.sources.debian_lock import LockedSource, read_lock
@@ -109,12 +110,7 @@ def rest_server(
             time.sleep(0.1)
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
 
 

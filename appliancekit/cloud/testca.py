@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliancekit.errors import ToolError
-from appliancekit.hostcmd import run
+from appliancekit.hostcmd import run, stop
 
 GUEST_HOST = "10.0.2.2"  # the host, seen from a QEMU user-mode NIC
 DAY = 86400
@@ -155,10 +155,5 @@ def pebble(ca: TestCA, dns_port: int, *, timeout: float = 180.0) -> Iterator[Tes
                 time.sleep(0.2)
         yield ca
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
