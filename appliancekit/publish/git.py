@@ -37,7 +37,6 @@ from appliancekit.release.signing import sign, signature_path
 
 DEFAULT_MAX_ARTIFACT = 64 << 20
 RELEASE_JSON = "release.json"
-SIGNED_SUMS = SHA256SUMS + ".minisig"
 
 
 @dataclass
@@ -128,8 +127,7 @@ def publish_git(
         return not _git(top, "status", "--porcelain", "--", str(rel))
 
     signed_already = sign_key is None or signature_path(directory / SHA256SUMS).exists()
-    two_slots = bool(m.slots)
-    has_update = not two_slots or (directory / UPDATE_JSON).is_file()
+    has_update = not m.slots or (directory / UPDATE_JSON).is_file()
     if _already_published(directory, image) and signed_already and has_update and clean():
         return GitResult(
             str(top),
