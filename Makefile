@@ -29,7 +29,7 @@ demo: setup
 
 test: setup
 	@$(VENV)/bin/ruff check appliancekit tests bench
-	@$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 --junitxml=.cache/test-report.xml $(PYTEST_ARGS)
 
 test-fast: setup
 	@$(VENV)/bin/pytest -m 'not slow' $(PYTEST_ARGS)

@@ -24,6 +24,9 @@ from appliancekit.output import Reporter
 from appliancekit.project import Project
 from appliancekit.recipe import find_recipe, resolve_settings
 
+# longest test files first, for xdist (tests/ordering.py says why)
+pytest_plugins = ["tests.ordering"]
+
 # Property tests check what holds, never how fast: a 2-core machine running QEMU beside them
 # makes Hypothesis' per-example deadline and its too-slow health check fail at random.
 settings.register_profile(
