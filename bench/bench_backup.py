@@ -36,13 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from appliancekit.backup.host import bytes_written, host_tools, rest_server  # noqa: E402
-from appliancekit.backup.vm import RESTORED, SAVED, STARTING, Vm, boot, host_address  # noqa: E402
+from appliancekit.backup.vm import RESTORED, SAVED, STARTING, Vm, boot  # noqa: E402
 from appliancekit.board import find_board  # noqa: E402
 from appliancekit.build import BuildPlan, build  # noqa: E402
 from appliancekit.cache import Cache, default_cache_dir  # noqa: E402
 from appliancekit.output import Reporter  # noqa: E402
 from appliancekit.project import Project  # noqa: E402
 from appliancekit.recipe import ProbeKind, find_recipe, resolve_settings  # noqa: E402
+from appliancekit.usernet import host_address  # noqa: E402
 from bench.figures import Figure, Unit, table  # noqa: E402
 
 PASSWORD = "bench-restic-password"

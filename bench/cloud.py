@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         builds = build_members(cloud, secrets, builder)
         ca = testca.prepare(work / "ca")
         cards = make_cards(
-            cloud, secrets, builds, work / "cards", test=True, acme=ca.member_settings()
+            cloud, secrets, builds, work / "cards", test=True, test_ca=ca
         )
         report = run_cloud_test(cloud, secrets, cards, work / "run", timeout=3000, test_ca=ca)
         if not report.passed:

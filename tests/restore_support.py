@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from appliancekit.backup.host import HostTools, rest_server
-from appliancekit.backup.vm import SAVED, STARTING, Vm, boot, host_address
+from appliancekit.backup.vm import SAVED, STARTING, Vm, boot
 from appliancekit.board import find_board
 from appliancekit.boottest import probes_from_manifest
 from appliancekit.build import BuildResult
 from appliancekit.probes import ProbeResult, forwards_for, wait_for_probes
 from appliancekit.recipe import ProbePhase
+from appliancekit.usernet import host_address
 
 from .conftest import PROJECT
 

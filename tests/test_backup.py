@@ -247,13 +247,3 @@ def test_backup_recipe_turns_users_into_htpasswd() -> None:
         env={"LC_ALL": "C"},
     ).stdout
     assert out.splitlines() == ["alice:$2b$05$abc/def.ghi", "bob:$2y$05$x.y"]
-
-
-def test_the_host_is_where_qemus_user_network_puts_it() -> None:
-    """QEMU's user network puts the host at network | (0.0.2.2 & ~mask): the restic
-    repository URL a test gives an EC2-board guest (network 169.254.0.0/16) must use it."""
-    from appliancekit.backup.vm import host_address
-    from appliancekit.board import find_board
-
-    assert host_address(find_board("qemu-virt-arm64", PROJECT.boards_dir)) == "10.0.2.2"
-    assert host_address(find_board("ec2-x86_64", PROJECT.boards_dir)) == "169.254.2.2"

@@ -32,13 +32,14 @@ from pathlib import Path
 import pytest
 
 from appliancekit.backup.host import HostTools, host_tools, rest_server
-from appliancekit.backup.vm import SAVED, STARTING, Vm, host_address
+from appliancekit.backup.vm import SAVED, STARTING, Vm
 from appliancekit.backup.vm import boot as boot_image
 from appliancekit.board import find_board
 from appliancekit.build import BuildResult
 from appliancekit.cache import Cache, default_cache_dir
 from appliancekit.qemu import free_port
 from appliancekit.recipe import ProbeKind
+from appliancekit.usernet import host_address
 
 from .conftest import PROJECT, ApplianceCache
 

@@ -32,9 +32,10 @@ from pathlib import Path
 import pytest
 
 from appliancekit.backup.host import HostTools, host_tools
-from appliancekit.backup.vm import SAVED, Vm, boot, host_address
+from appliancekit.backup.vm import SAVED, Vm, boot
 from appliancekit.board import find_board
 from appliancekit.cache import Cache, default_cache_dir
+from appliancekit.usernet import host_address
 
 from .conftest import PROJECT, ApplianceCache
 from .moto_support import REGION, AccessKey, moto_server, s3_users

@@ -5,7 +5,6 @@ EC2 user-data on EC2 boards), the console watched from an offset, probes run on 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import re
 import subprocess
@@ -18,7 +17,7 @@ from appliancekit.board import Board
 from appliancekit.boottest import qemu_config
 from appliancekit.devsettings import render_user_data
 from appliancekit.flash import write_device_settings
-from appliancekit.imds import GUEST_NETWORK, ImdsServer
+from appliancekit.imds import ImdsServer
 from appliancekit.manifest import Manifest
 from appliancekit.probes import KINDS, probe_protocol, run_probe_once
 from appliancekit.qemu import Machine, PortForward, free_port
@@ -88,15 +87,6 @@ class Vm:
             if not self.machine.is_running() or time.monotonic() > deadline:
                 raise AssertionError(f"{result.detail}\n{self.machine.failure_tail(40)}")
             time.sleep(2)
-
-
-def host_address(board: Board) -> str:
-    """The build host as the guest sees it. QEMU's user network puts it at network | (0.0.2.2
-    & ~mask): 10.0.2.2 by default, and 169.254.2.2 on EC2 boards, whose guest network is
-    169.254.0.0/16 for the metadata service (the guest gets .2.15 the same way)."""
-    network = ipaddress.ip_network(GUEST_NETWORK if board.qemu.imds else "10.0.2.0/24")
-    low = int(ipaddress.ip_address("0.0.2.2")) & int(network.hostmask)
-    return str(network.network_address + low)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from appliancekit.cloud.model import Cloud, Member
 from appliancekit.cloud.network import Cluster, Lan
 from appliancekit.cloud.roles import member_settings, split_settings
 from appliancekit.cloud.secrets import CloudSecrets
+from appliancekit.cloud.testca import TestCA
 from appliancekit.devsettings import render_user_data
 from appliancekit.flash import write_device_settings
 from appliancekit.imds import ImdsServer
@@ -52,6 +53,28 @@ def build_members(cloud: Cloud, secrets: CloudSecrets, builder: Builder) -> dict
     return results
 
 
+def card_settings(
+    cloud: Cloud,
+    secrets: CloudSecrets,
+    member: Member,
+    *,
+    test_settings: Mapping[str, str] | None = None,
+    test_ca: TestCA | None = None,
+) -> dict[str, str]:
+    """A member's per-device settings on its QEMU card: the cloud's, its static address on
+    the cloud's NIC (the second), under `test_settings` (a recipe's [test] ones); with
+    `test_ca`, that CA's ACME settings as the member's board reaches it."""
+    _build, device = split_settings(
+        member, member_settings(cloud, member, secrets, net_interface=CLOUD_NIC)
+    )
+    device = {**(test_settings or {}), **device}
+    if test_ca is not None and device.get("acme_url"):
+        declared = {s.name for s in member.recipe.settings}
+        acme = test_ca.member_settings(member.board)
+        device.update({k: v for k, v in acme.items() if k in declared})
+    return device
+
+
 def make_cards(
     cloud: Cloud,
     secrets: CloudSecrets,
@@ -59,26 +82,19 @@ def make_cards(
     directory: Path,
     *,
     test: bool = False,
-    acme: Mapping[str, str] | None = None,
+    test_ca: TestCA | None = None,
 ) -> dict[str, Card]:
     """A card per member in `directory` (kept if there: a member's /data survives runs).
 
     `test=True` puts each recipe's [test] settings under the cloud's (the probe accounts).
-    `acme` replaces the ACME settings of the members that use ACME (a test CA's)."""
+    `test_ca` replaces the ACME settings of the members that use ACME with that CA's."""
     directory.mkdir(parents=True, exist_ok=True)
     cards = {}
     for member in cloud.members:
         result = builds[member.name]
         manifest = result.manifest
-        _build, device = split_settings(
-            member, member_settings(cloud, member, secrets, net_interface=CLOUD_NIC)
-        )
-        if test:
-            device = {**(manifest.extra.get("test_settings") or {}), **device}
-        if acme and device.get("acme_url"):
-            device.update(
-                {k: v for k, v in acme.items() if k in {s.name for s in member.recipe.settings}}
-            )
+        test_settings = (manifest.extra.get("test_settings") or {}) if test else {}
+        device = card_settings(cloud, secrets, member, test_settings=test_settings, test_ca=test_ca)
         card = directory / f"{member.name}.img"
         image = result.output_dir / manifest.disk.path
         stamp = directory / f"{member.name}.image-sha256"

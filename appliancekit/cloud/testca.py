@@ -1,11 +1,13 @@
 """A test ACME CA for `cloud test`: Debian's pebble on the host, reached by the members.
 
 The members' first NIC is QEMU user-mode networking, where the host's loopback answers as
-10.0.2.2, so pebble listens on 127.0.0.1 and the members' acme_url is
-https://10.0.2.2:PORT/dir. Its HTTPS certificate is made here by a throw-away CA whose root
-is the members' acme_ca (the per-device root they trust for the ACME server). Pebble checks
-DNS-01 challenges at the cloud's DNS member (-dnsserver: the DNS member's forwarded port),
-so every certificate it issues was proven through the cloud's own PowerDNS.
+10.0.2.2 (169.254.2.2 on EC2 boards, whose guest network is the metadata service's:
+`usernet.py`), so pebble listens on 127.0.0.1 and each member's acme_url is
+https://HOST:PORT/dir with its board's HOST. Pebble's HTTPS certificate names every such
+address; it is made here by a throw-away CA whose root is the members' acme_ca (the
+per-device root they trust for the ACME server). Pebble checks DNS-01 challenges at the
+cloud's DNS member (-dnsserver: the DNS member's forwarded port), so every certificate it
+issues was proven through the cloud's own PowerDNS.
 
 Certificates live `lifetime` seconds: one day and RENEW_AFTER seconds, and members renew
 when less than one day is left (acme_renew_days = 1), so the renewal comes RENEW_AFTER
@@ -27,10 +29,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliancekit.board import Board
 from appliancekit.errors import ToolError
 from appliancekit.hostcmd import run, stop
+from appliancekit.usernet import HOST_ADDRESSES, host_address
 
-GUEST_HOST = "10.0.2.2"  # the host, seen from a QEMU user-mode NIC
 DAY = 86400
 RENEW_AFTER = 90  # seconds from an issue to the renewal the members' expiry check makes
 CHECK_EVERY = 15  # the members' acme_check_every: how late after RENEW_AFTER they notice
@@ -52,18 +55,18 @@ class TestCA:
     listener_root_pem: str  # the root of pebble's own HTTPS certificate
     lifetime: int = DAY + RENEW_AFTER
 
-    @property
-    def directory(self) -> str:
-        """The ACME directory as the members reach it."""
-        return f"https://{GUEST_HOST}:{self.acme_port}/dir"
+    def directory(self, board: Board) -> str:
+        """The ACME directory as a member on `board` reaches it."""
+        return f"https://{host_address(board)}:{self.acme_port}/dir"
 
-    def member_settings(self) -> dict[str, str]:
-        """Per-device settings for every ACME member: this CA instead of Let's Encrypt."""
+    def member_settings(self, board: Board) -> dict[str, str]:
+        """Per-device settings for an ACME member on `board`: this CA instead of Let's
+        Encrypt."""
         body = "".join(
             line for line in self.listener_root_pem.splitlines() if not line.startswith("-----")
         )
         return {
-            "acme_url": self.directory,
+            "acme_url": self.directory(board),
             "acme_ca": body,
             "acme_renew_days": "1",
             "acme_check_every": str(CHECK_EVERY),
@@ -79,7 +82,8 @@ class TestCA:
 
 
 def _listener_certificate(directory: Path) -> str:
-    """A root and pebble's HTTPS certificate (for 10.0.2.2 and 127.0.0.1) signed by it."""
+    """A root and pebble's HTTPS certificate (for every address a guest may reach the host
+    at, and 127.0.0.1) signed by it."""
     ca_key, ca = directory / "ca.key", directory / "ca.pem"
     key, csr, cert = directory / "pebble.key", directory / "pebble.csr", directory / "pebble.pem"
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
@@ -91,7 +95,8 @@ def _listener_certificate(directory: Path) -> str:
     )
     run(["openssl", "req", *ec, "-subj", "/CN=pebble", "-keyout", str(key), "-out", str(csr)])
     ext = directory / "san.ext"
-    ext.write_text(f"subjectAltName=IP:{GUEST_HOST},IP:127.0.0.1,DNS:localhost\n")
+    guests = "".join(f"IP:{address}," for address in HOST_ADDRESSES)
+    ext.write_text(f"subjectAltName={guests}IP:127.0.0.1,DNS:localhost\n")
     run(
         ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key)]
         + ["-CAcreateserial", "-days", "7", "-out", str(cert), "-extfile", str(ext)]

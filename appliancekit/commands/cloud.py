@@ -220,7 +220,7 @@ def test_command(
             builds,
             Path(tmp) / "cards",
             test=True,
-            acme=test_ca.member_settings() if test_ca else None,
+            test_ca=test_ca,
         )
         logs = state_dir(cloud, images) / "test"
         reporter = reporter_from(ctx, json_mode)
