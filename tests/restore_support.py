@@ -17,7 +17,7 @@ data).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,9 @@ from appliancekit.backup.vm import SAVED, STARTING, Vm, boot
 from appliancekit.board import find_board
 from appliancekit.boottest import probes_from_manifest
 from appliancekit.build import BuildResult
+from appliancekit.manifest import Manifest
 from appliancekit.probes import ProbeResult, forwards_for, wait_for_probes
-from appliancekit.recipe import ProbePhase
+from appliancekit.recipe import Probe, ProbePhase
 from appliancekit.usernet import host_address
 
 from .conftest import PROJECT
@@ -61,11 +62,28 @@ class RestoreRun:
         return self.second_serial[: self.second_serial.index(RESTORED_LINE)]
 
 
-def _run_probes(vm: Vm, probes: list, timeout: float) -> list[ProbeResult]:  # type: ignore[type-arg]
+def run_probes(vm: Vm, probes: list, timeout: float) -> list[ProbeResult]:  # type: ignore[type-arg]
     # each probe may take the whole `timeout`: this test is about the data, not boot speed
     # (a backup every 20 s under emulation slows a first start the recipe's timeouts allow for)
     probes = [replace(p, timeout=max(p.timeout, timeout)) for p in probes]
     return wait_for_probes(probes, vm.port_map(), timeout, vm.machine)  # type: ignore[arg-type]
+
+
+def probe_ports(probes: list[Probe], ports: Iterable[int] = ()) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The guest TCP and UDP ports to forward for these probes (and `ports`)."""
+    forwards = forwards_for(probes, ports)
+    tcp = tuple(f.guest_port for f in forwards if f.protocol == "tcp")
+    udp = tuple(f.guest_port for f in forwards if f.protocol == "udp")
+    return tcp, udp
+
+
+def phase_probes(manifest: Manifest, settings: dict[str, str]) -> tuple[list[Probe], list[Probe]]:
+    """The recipe's probes for a first machine (every + first boot) and for the restored one
+    (every + after reboot: what the data must still show), over these settings."""
+    probes = probes_from_manifest(manifest, {**manifest.settings, **settings})
+    first = [p for p in probes if p.phase in (ProbePhase.EVERY, ProbePhase.FIRST)]
+    second = [p for p in probes if p.phase in (ProbePhase.EVERY, ProbePhase.REBOOT)]
+    return first, second
 
 
 def backup_then_restore(
@@ -81,12 +99,8 @@ def backup_then_restore(
     manifest = result.manifest
     board = find_board(board_name, PROJECT.boards_dir)
     settings = dict(manifest.extra.get("test_settings") or {})
-    probes = probes_from_manifest(manifest, {**manifest.settings, **settings})
-    forwards = forwards_for(probes, manifest.ports)
-    tcp = tuple(f.guest_port for f in forwards if f.protocol == "tcp")
-    udp = tuple(f.guest_port for f in forwards if f.protocol == "udp")
-    first_probes = [p for p in probes if p.phase in (ProbePhase.EVERY, ProbePhase.FIRST)]
-    second_probes = [p for p in probes if p.phase in (ProbePhase.EVERY, ProbePhase.REBOOT)]
+    first_probes, second_probes = phase_probes(manifest, settings)
+    tcp, udp = probe_ports(first_probes + second_probes, manifest.ports)
     with rest_server(tools, workdir / "rest") as port:
         repository = f"rest:http://{host_address(board)}:{port}/{manifest.name}/"
         backup = {"backup_repository": repository, "backup_password": RESTIC_PASSWORD}
@@ -98,7 +112,7 @@ def backup_then_restore(
             # as the boot test does: probes once the initramfs hands over (a probe's own
             # timeout counts from there)
             vm.wait(HANDOVER, timeout)
-            results = _run_probes(vm, first_probes, timeout)
+            results = run_probes(vm, first_probes, timeout)
             failed = next((r for r in results if not r.ok), None)
             if failed is not None:
                 return RestoreRun(
@@ -121,7 +135,7 @@ def backup_then_restore(
             result.output_dir, manifest, board, workdir / "second", second_settings, tcp, udp=udp
         ) as vm:
             vm.wait(RESTORED_LINE, timeout)
-            after = _run_probes(vm, second_probes, timeout)
+            after = run_probes(vm, second_probes, timeout)
             after = [replace(r, name=r.name + " (after restore)") for r in after]
             failed = next((r for r in after if not r.ok), None)
             run = RestoreRun(results + after, first_serial, "", saved.group(1), made)

@@ -1,16 +1,21 @@
 """Backups and restores in QEMU (appliancekit/backup), lean: two boots of the mail server,
 each on a fresh disk of its own: the first on qemu-virt-arm64, the second on ec2-x86_64 (the
-move across boards and architectures: a Pi's mail server brought up on EC2).
+move across boards and architectures: a Pi's mail server brought up on EC2). They are also
+the mail server's boot test in this suite (as tests/restore_support.py is for DNS and
+Matrix): the recipe's first-boot probes run on the first, its after-reboot probes on the
+restored second, so the suite boots a mail server twice, not four times.
 
-- The first receives mail, its user flags messages, and it backs up to restic's REST server
-  (trixie's Debian package, run on the host by the test). Then its power is pulled in the
-  middle of its next backup.
+- The first passes the recipe's first-boot probes (mail submitted, received, DKIM-signed,
+  filed by Sieve, spam to Junk), receives more mail, its user flags messages, and it backs up
+  to restic's REST server (trixie's Debian package, run on the host by the test). Then its
+  power is pulled in the middle of its next backup.
 - The second (ec2-x86_64, a fresh disk: the device a user moves to) gets restore=latest in
   its user-data.
   While the backend is unreachable, then holds a repository with another password, then one
   without snapshots, its services stay down (nothing answers on port 25) and the console
   says why; once the real repository is back it restores, and IMAP shows the same messages
-  with the same flags, signed with the same DKIM key under the same TLS certificate. It then
+  with the same flags, signed with the same DKIM key under the same TLS certificate, and the
+  recipe's after-reboot probes pass on the restored data. It then
   backs up into the same repository (the next backup after the kill succeeds), and
   `restic check` passes.
 
@@ -37,11 +42,13 @@ from appliancekit.backup.vm import boot as boot_image
 from appliancekit.board import find_board
 from appliancekit.build import BuildResult
 from appliancekit.cache import Cache, default_cache_dir
+from appliancekit.probes import ProbeResult
 from appliancekit.qemu import free_port
 from appliancekit.recipe import ProbeKind
 from appliancekit.usernet import host_address
 
 from .conftest import PROJECT, ApplianceCache
+from .restore_support import phase_probes, probe_ports, run_probes
 
 pytestmark = pytest.mark.slow
 
@@ -134,6 +141,25 @@ SERVICE_LINE = re.compile(r"postfix/\w+\[\d+\]|Dovecot v\d|rspamd \d+\.\d+\.\d+ 
 DKIM_RECORD = re.compile(r"^; value: (v=DKIM1; k=rsa; p=\S+?)\r?$", re.M)  # consoles end lines in \r\n
 
 
+# --------------------------------------------------------------------------- the probes
+
+
+def assert_mail_probes(first: list[ProbeResult], after: list[ProbeResult]) -> None:
+    """The recipe's probes on the first server, and its after-reboot ones on the restored
+    server: the mail the first one took is there, signed and filed, on the second."""
+    results = {p.name: p for p in first} | {f"{p.name} (after restore)": p for p in after}
+    failed = [f"{name}: {p.detail}" for name, p in results.items() if not p.ok]
+    assert not failed, failed
+    assert len(first) == 11 and len(after) == 6, sorted(results)
+    signed = results["message delivered, DKIM-signed (IMAP 143, STARTTLS) (after restore)"]
+    assert "d=example.org; s=mail;" in signed.detail
+    assert "Tagged: 1 message(s)" in results["tagged message filed by Sieve (IMAPS 993)"].detail
+    checked = results["incoming message checked: SPF, DKIM, DMARC, ARC results"].detail
+    assert "Authentication-Results" in checked
+    junk = results["spam marked by rspamd and filed into Junk by Sieve (after restore)"].detail
+    assert "Junk: 1 message(s) 'cheap watches'; X-Spam: Yes" in junk
+
+
 # --------------------------------------------------------------------------- the move
 
 BOARD = "qemu-virt-arm64"
@@ -153,6 +179,8 @@ def test_mail_server_backs_up_survives_a_kill_and_moves_to_a_fresh_disk(
     repository = f"rest:http://{REST_USER}:{REST_PASSWORD}@{host(BOARD)}:{port}/{path}/"
     moved_repository = f"rest:http://{REST_USER}:{REST_PASSWORD}@{host(MOVED_TO)}:{port}/{path}/"
     host_repository = f"rest:http://{REST_USER}:{REST_PASSWORD}@127.0.0.1:{port}/{path}/"
+    first_probes, after_probes = phase_probes(image.manifest, {"users": users})
+    tcp, _ = probe_ports(first_probes + after_probes, (25, 143))
     subjects = ["move me 1", "move me 2", "move me 3"]
     flags = {
         "move me 1": "(\\Flagged)",
@@ -171,9 +199,12 @@ def test_mail_server_backs_up_survives_a_kill_and_moves_to_a_fresh_disk(
     }
     with (
         rest_server(tools, server_dir, htpasswd=HTPASSWD, port=port),
-        boot(image, BOARD, tmp_path / "first", settings, (25, 143)) as vm,
+        boot(image, BOARD, tmp_path / "first", settings, tcp) as vm,
     ):
         vm.probe(ProbeKind.SMTP, 25, timeout=1500)  # rspamd (the milter) ready
+        first_results = run_probes(vm, first_probes, 1500)
+        failed = [f"{r.name}: {r.detail}" for r in first_results if not r.ok]
+        assert not failed, f"{failed}\n{vm.machine.failure_tail(40)}"
         for subject in subjects:
             vm.probe(ProbeKind.SMTP_SEND, 25, to="probe@example.org", subject=subject,
                      **{"from": "someone@example.net"})  # fmt: skip
@@ -209,7 +240,7 @@ def test_mail_server_backs_up_survives_a_kill_and_moves_to_a_fresh_disk(
         "backup_interval": "3600",
     }
     failed = "appliancekit: backup: restore FAILED"
-    with boot(moved, MOVED_TO, tmp_path / "second", settings, (25, 143)) as vm:
+    with boot(moved, MOVED_TO, tmp_path / "second", settings, tcp) as vm:
         # unreachable: no server listens yet
         mark = vm.wait(failed, 1200)
         assert smtp_banner(vm.forwards[25]) == b""
@@ -236,6 +267,8 @@ def test_mail_server_backs_up_survives_a_kill_and_moves_to_a_fresh_disk(
             )
             vm.probe(ProbeKind.SMTP, 25, timeout=1500)
             after = imap_flags(vm.forwards[143])
+            # the recipe's after-reboot probes, on the restored data (reads: after the flags)
+            after_results = run_probes(vm, after_probes, 1500)
             # the first backup after the kill succeeds, into the same repository
             vm.wait(SAVED, 1200, after=restored)
             second_serial = vm.serial()
@@ -244,6 +277,7 @@ def test_mail_server_backs_up_survives_a_kill_and_moves_to_a_fresh_disk(
             check = tools.run_restic(host_repository, RESTIC_PASSWORD, "--no-lock", "check")
     assert check.returncode == 0, check.stdout + check.stderr
     assert after == before, (before, after)
+    assert_mail_probes(first_results, after_results)
     # every failure was explained before any service said a word
     head = second_serial[: second_serial.index("/data restored from snapshot latest")]
     for reason in (
@@ -257,6 +291,9 @@ def test_mail_server_backs_up_survives_a_kill_and_moves_to_a_fresh_disk(
     # and Dovecot's index files, so look for the daemons' log lines)
     assert not SERVICE_LINE.search(head), SERVICE_LINE.search(head)
     # the DKIM key and the TLS certificate came along: nothing was made anew
+    assert first_serial.count("no DKIM key given: generating one") == 1
+    assert first_serial.count("acme: no certificate yet: a self-signed one for example.org") == 1
+    assert 'mail._domainkey.example.org. 3600 IN TXT ( "v=DKIM1; k=rsa; p="' in first_serial
     assert "no DKIM key given: generating one" not in second_serial
     assert "making a self-signed one" not in second_serial
     assert DKIM_RECORD.findall(first_serial)
