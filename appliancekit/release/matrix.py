@@ -2,6 +2,7 @@
 
 Every recipe with a [debian] section x every board in boards/, except boards whose
 architecture the recipe's python.lock lists as [unavailable] (PyPI has no wheels for it)
+or its [python] arches leaves out,
 or whose Debian lock lists packages as unavailable (the suite does not build them for that
 architecture): the build would stop saying so. Standard library only: ci/matrix.py runs it on a bare
 runner before anything is installed.
@@ -21,11 +22,15 @@ class MatrixEntry:
     arch: str
 
 
-def _unavailable_arches(recipe_dir: Path) -> set[str]:
-    lock = recipe_dir / "python.lock"
-    if not lock.exists():
-        return set()
-    return set(tomllib.loads(lock.read_text()).get("unavailable", {}))
+def _unavailable_arches(recipe_dir: Path, recipe: dict[str, object]) -> set[str]:
+    """Architectures the python.lock has no wheels for, or that [python] arches leaves out."""
+    python = recipe.get("python")
+    only = set(python.get("arches", ())) if isinstance(python, dict) else set()
+    out = {a for a in ("amd64", "arm64", "armhf") if only and a not in only}
+    lock = recipe_dir / str(python.get("lock", "python.lock") if isinstance(python, dict) else "")
+    if not isinstance(python, dict) or not lock.is_file():
+        return out
+    return out | set(tomllib.loads(lock.read_text()).get("unavailable", {}))
 
 
 def _debian_unavailable(recipe_dir: Path, suite: str, arch: str) -> bool:
@@ -53,7 +58,7 @@ def debian_matrix(recipes_dir: Path, boards_dir: Path) -> list[MatrixEntry]:
         recipe = tomllib.loads(path.read_text())
         if "debian" not in recipe:
             continue
-        unavailable = _unavailable_arches(path.parent)
+        unavailable = _unavailable_arches(path.parent, recipe)
         entries += [
             MatrixEntry(path.parent.name, board, arch)
             for board, (arch, suite) in boards.items()

@@ -114,7 +114,7 @@ def start_swarm(
         card = make_card(image, manifest, workdir / f"{name}.img", device)
         forwards = tuple(PortForward(g, free_port()) for g in (API, GATEWAY, SERF))
         config = qemu_config(board, card, manifest, node_dir, forwards, snapshot=False)
-        configs[name] = replace(config, memory=memory)  # js-ipfs wants more than 512 MiB
+        configs[name] = replace(config, memory=memory)  # kubo, Node and Python in one node (less not tried)
         cluster.add(name, configs[name])
     swarm = Swarm(cluster, configs, workdir)
     swarm.started = cluster.start()

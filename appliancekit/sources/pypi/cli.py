@@ -39,12 +39,15 @@ def main(argv: Sequence[str]) -> int:
             except ValueError as exc:
                 raise UserError(str(exc), file=recipe_file, field="python.requirements") from None
         major, minor = (int(x) for x in args.glibc.split("."))
+        if section.get("arches") and not args.arch:
+            args.arch = list(section["arches"])
         result = lock(
             tuple(section["requirements"]),
             str(section.get("version", "3.13")),
             (major, minor),
             tuple(args.arch or ARCHES),
             log=lambda msg: print(msg, file=sys.stderr),
+            deps=bool(section.get("deps", True)),
         )
         target = args.recipe_dir / str(section.get("lock", "python.lock"))
         target.write_text(format_lock(result))

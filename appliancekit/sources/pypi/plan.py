@@ -55,6 +55,14 @@ def plan(recipe: object, arch: str) -> PythonPlan | None:
         )
     if arch not in MACHINES:
         raise UserError(f"no Python wheels for architecture {arch!r}", file=lock_file)
+    only = tuple(getattr(section, "arches", ()))
+    if only and arch not in only:
+        raise UserError(
+            f"[python] arches is {', '.join(only)}: recipe {recipe.name!r} "  # type: ignore[attr-defined]
+            f"cannot be built for {arch}",
+            file=Path(recipe.directory) / "recipe.toml",  # type: ignore[attr-defined]
+            field="python.arches",
+        )
     missing = lock_data.missing(arch)
     if missing:
         more = f" (and {len(missing) - 1} more: {', '.join(missing[1:])})" if missing[1:] else ""

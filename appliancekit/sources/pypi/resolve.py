@@ -75,16 +75,18 @@ def lock(
     glibc: tuple[int, int],
     arches: Sequence[str] = ARCHES,
     log: object = None,
+    deps: bool = True,
 ) -> Lock:
     """Resolve the closure once (on the first architecture that has it all) and find each
-    pinned wheel for every architecture; wheels PyPI lacks are listed as unavailable."""
+    pinned wheel for every architecture; wheels PyPI lacks are listed as unavailable.
+    `deps=False`: the requirements alone, without their dependencies."""
     say = log if callable(log) else (lambda _msg: None)
     closure: list[tuple[str, str, str, str]] | None = None
     reference = ""
     for arch in arches:
         say(f"resolving {', '.join(requirements)} for {arch}")
         try:
-            closure = _report_wheels(_pip_report(requirements, arch, python, glibc, deps=True))
+            closure = _report_wheels(_pip_report(requirements, arch, python, glibc, deps=deps))
             reference = arch
             break
         except _ResolveError as exc:
