@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 
 from appliancekit.cloud import testca
-from appliancekit.cloud.boot import CLOUD_NIC, card_settings
+from appliancekit.cloud.boot import CLOUD_NIC, Card, card_settings
 from appliancekit.cloud.model import Cloud, find_cloud, load_cloud
 from appliancekit.cloud.secrets import CloudSecrets, load_or_create
 from appliancekit.devsettings import parse_settings_env, render_user_data, setting_records
+from appliancekit.qemu import Drive, QemuConfig, build_command
 from appliancekit.settings_kinds import MAX_USER_DATA
 
 from .conftest import PROJECT
-from .test_cloud_boot import EC2_CLOUD
+from .test_cloud_boot import EC2_CLOUD, VOLUME_ID
 from .test_flash_settings import MANIFEST
 
 
@@ -122,3 +123,31 @@ def test_pebbles_certificate_names_every_address_a_guest_reaches_the_host_at(
         capture_output=True,
     )
     assert Path(ca.workdir / "ca.pem").read_text() == ca.listener_root_pem
+
+
+def test_a_member_with_a_data_volume_gets_it_attached_as_ebs_does(
+    mixed: Cloud, secrets: CloudSecrets, ca: testca.TestCA, tmp_path: Path
+) -> None:
+    """The web member's settings name a data volume (as `deploy` gives an EC2 member): its
+    card's volume is attached as an NVMe disk whose serial is the volume id without the
+    dash, which the initramfs looks for, and never through a snapshot (it outlives the
+    instance)."""
+    web = mixed.member("web")
+    settings = card_settings(mixed, secrets, web, test_ca=ca)
+    assert settings["data_volume"] == VOLUME_ID
+    card = Card(web, tmp_path / "web.img", MANIFEST, settings, tmp_path / "web.volume.img")
+    drive = card.volume_drive()
+    assert drive == Drive(
+        tmp_path / "web.volume.img", device="nvme", snapshot=False, serial="vol0a1b2c3d4e5f60718"
+    )
+    command = build_command(
+        QemuConfig(binary="qemu-system-x86_64", machine="q35", drives=(drive,)),
+        qmp_socket=tmp_path / "qmp",
+        serial_log=tmp_path / "serial.log",
+    )
+    assert "nvme,drive=drive0,serial=vol0a1b2c3d4e5f60718" in command
+    assert f"file={tmp_path / 'web.volume.img'},format=raw,if=none,id=drive0" in command
+    # no volume named, or none made: nothing attached
+    others = {k: v for k, v in settings.items() if k != "data_volume"}
+    assert replace(card, settings=others).volume_drive() is None
+    assert replace(card, volume=None).volume_drive() is None

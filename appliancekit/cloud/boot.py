@@ -20,12 +20,13 @@ from appliancekit.cloud.network import Cluster, Lan
 from appliancekit.cloud.roles import member_settings, split_settings
 from appliancekit.cloud.secrets import CloudSecrets
 from appliancekit.cloud.testca import TestCA
+from appliancekit.deploy.target import DATA_VOLUME_SETTING
 from appliancekit.devsettings import render_user_data
 from appliancekit.flash import write_device_settings
 from appliancekit.imds import ImdsServer
 from appliancekit.manifest import Manifest
 from appliancekit.probes import forward_map, forwards_for
-from appliancekit.qemu import Machine, PortForward
+from appliancekit.qemu import Drive, Machine, PortForward
 
 # The cloud's NIC is each machine's second one: the first stays on DHCP for the host's probes.
 CLOUD_NIC = 2
@@ -42,6 +43,17 @@ class Card:
     disk: Path
     manifest: Manifest
     settings: Mapping[str, str]  # per-device, as written (secrets included: never print)
+    # the data volume its settings name (`data_volume`, as `deploy` gives an EC2 member):
+    # a disk of its own, attached with that serial number and never snapshotted
+    volume: Path | None = None
+
+    def volume_drive(self) -> Drive | None:
+        """The volume as EBS attaches one: NVMe, serial = the volume id without the dash
+        (what the initramfs looks for)."""
+        volume_id = self.settings.get(DATA_VOLUME_SETTING)
+        if self.volume is None or not volume_id:
+            return None
+        return Drive(self.volume, device="nvme", snapshot=False, serial=volume_id.replace("-", ""))
 
 
 def build_members(cloud: Cloud, secrets: CloudSecrets, builder: Builder) -> dict[str, BuildResult]:
@@ -102,7 +114,14 @@ def make_cards(
             subprocess.run(["cp", "--sparse=always", str(image), str(card)], check=True)
             stamp.write_text(manifest.disk.sha256)
         write_device_settings(card, manifest, device)
-        cards[member.name] = Card(member, card, manifest, device)
+        volume = None
+        if device.get(DATA_VOLUME_SETTING):
+            # as big as the image's own data partition; kept, like the card
+            volume = directory / f"{member.name}.volume.img"
+            if not volume.exists():
+                with open(volume, "wb") as out:
+                    out.truncate(member.board.disk.data_size_mib << 20)
+        cards[member.name] = Card(member, card, manifest, device, volume)
     return cards
 
 
@@ -185,6 +204,9 @@ def boot_cloud(
                 forwards,
                 snapshot=snapshot,
             )
+            volume = card.volume_drive()
+            if volume is not None:
+                config = replace(config, drives=(*config.drives, volume))
             if member.board.qemu.imds:
                 # an EC2 board reads its settings from user-data (IMDSv2), as on EC2
                 imds = servers.enter_context(
