@@ -161,19 +161,18 @@ func (a *Agent) trial() {
 	a.setResult(fmt.Sprintf("trial of release %d running", a.cfg.Version))
 	deadline := time.Now().Add(time.Duration(a.cfg.TrialTimeout) * time.Second)
 	why := ""
-	downPolls := 0
+	crashes := CrashWatch{Polls: 3}
 	for time.Now().Before(deadline) {
-		ok, reason := AllUp(a.cfg, a.cfg.CommitAfter)
-		// s6 has no "starting" state: a service seen down has exited. Seen down three
-		// polls running, it is crashing at start; no need to wait for the deadline.
-		if strings.Contains(reason, "is down") {
-			downPolls++
-			if downPolls >= 3 {
-				why = reason + " (crashing at start)"
+		states, err := ServiceStates(a.cfg)
+		ok, reason := false, ""
+		if err != nil {
+			reason = err.Error()
+		} else {
+			if crash := crashes.Observe(states); crash != "" {
+				why = crash
 				break
 			}
-		} else {
-			downPolls = 0
+			ok, reason = AllUp(states, a.cfg.CommitAfter)
 		}
 		if ok {
 			ok, reason = Healthy(a.cfg.Health)

@@ -14,45 +14,112 @@ import (
 	"time"
 )
 
-// ServiceUptime returns whether the service is up and for how many seconds (s6 2.13 calls
-// the seconds since the last up/down change "updownfor").
-func ServiceUptime(svstat, dir string) (bool, int, error) {
-	out, err := exec.Command(svstat, "-o", "up,updownfor", dir).Output()
+// ServiceUptime returns whether the service is up, for how many seconds (s6 2.13 calls the
+// seconds since the last up/down change "updownfor"), and its process id (-1 when down).
+func ServiceUptime(svstat, dir string) (ServiceState, error) {
+	out, err := exec.Command(svstat, "-o", "up,updownfor,pid", dir).Output()
 	if err != nil {
-		return false, 0, fmt.Errorf("s6-svstat %s: %v", filepath.Base(dir), err)
+		return ServiceState{}, fmt.Errorf("s6-svstat %s: %v", filepath.Base(dir), err)
 	}
-	return ParseSvstat(string(out))
+	st, err := ParseSvstat(string(out))
+	st.Name = filepath.Base(dir)
+	return st, err
 }
 
-// ParseSvstat reads `s6-svstat -o up,updownfor` output ("true 42").
-func ParseSvstat(out string) (bool, int, error) {
+// ParseSvstat reads `s6-svstat -o up,updownfor,pid` output ("true 42 123", "false 3 -1").
+func ParseSvstat(out string) (ServiceState, error) {
 	fields := strings.Fields(out)
-	if len(fields) != 2 {
-		return false, 0, fmt.Errorf("unexpected s6-svstat output %q", out)
+	if len(fields) != 3 {
+		return ServiceState{}, fmt.Errorf("unexpected s6-svstat output %q", out)
 	}
 	secs, err := strconv.Atoi(fields[1])
 	if err != nil {
-		return false, 0, fmt.Errorf("unexpected s6-svstat output %q", out)
+		return ServiceState{}, fmt.Errorf("unexpected s6-svstat output %q", out)
 	}
-	return fields[0] == "true", secs, nil
+	pid, err := strconv.Atoi(fields[2])
+	if err != nil {
+		return ServiceState{}, fmt.Errorf("unexpected s6-svstat output %q", out)
+	}
+	return ServiceState{Up: fields[0] == "true", Secs: secs, Pid: pid}, nil
+}
+
+// ServiceState is one service as one s6-svstat call saw it.
+type ServiceState struct {
+	Name string
+	Up   bool
+	Secs int // seconds since its last up/down change
+	Pid  int // its process while up; -1 while down
+}
+
+// ServiceStates asks s6-svstat about every service.
+func ServiceStates(cfg AgentConfig) ([]ServiceState, error) {
+	var out []ServiceState
+	for _, name := range cfg.Services {
+		st, err := ServiceUptime(cfg.SvStat, filepath.Join(cfg.ServiceDir, name))
+		if err != nil {
+			return nil, err
+		}
+		st.Name = name
+		out = append(out, st)
+	}
+	return out, nil
 }
 
 // AllUp says whether every service has been up for at least `after` seconds; the reason
 // otherwise.
-func AllUp(cfg AgentConfig, after int) (bool, string) {
-	for _, name := range cfg.Services {
-		up, secs, err := ServiceUptime(cfg.SvStat, filepath.Join(cfg.ServiceDir, name))
-		if err != nil {
-			return false, err.Error()
+func AllUp(states []ServiceState, after int) (bool, string) {
+	for _, s := range states {
+		if !s.Up {
+			return false, fmt.Sprintf("service %s is down", s.Name)
 		}
-		if !up {
-			return false, fmt.Sprintf("service %s is down", name)
-		}
-		if secs < after {
-			return false, fmt.Sprintf("service %s up for %d s of %d", name, secs, after)
+		if s.Secs < after {
+			return false, fmt.Sprintf("service %s up for %d s of %d", s.Name, s.Secs, after)
 		}
 	}
 	return true, ""
+}
+
+// CrashWatch tells a service that keeps failing at start from one that is starting. s6 has
+// no "starting" state: a service seen down has exited, and one seen up under another
+// process than at the previous poll (or up after being seen down) has exited and been
+// started again in between. Either, at `Polls` polls running, is a crash loop. Counting
+// only the polls that see it down is not enough: s6 restarts a service that dies within a
+// second, one second later, so a crash loop (nginx refusing its configuration) is seen up
+// about half the time, and the trial waited for luck or its deadline.
+type CrashWatch struct {
+	Polls int
+	last  map[string]int // each service's process at the previous poll (-1: down)
+	bad   map[string]int // polls running at which it was down or had restarted
+}
+
+// Observe takes one poll's states; returns the reason once a service has been down or
+// restarted at `Polls` polls running, else "".
+func (w *CrashWatch) Observe(states []ServiceState) string {
+	if w.bad == nil {
+		w.bad, w.last = map[string]int{}, map[string]int{}
+	}
+	for _, s := range states {
+		pid := s.Pid
+		if !s.Up {
+			pid = -1
+		}
+		before, seen := w.last[s.Name]
+		w.last[s.Name] = pid
+		restarted := s.Up && seen && before != pid
+		if !s.Up || restarted {
+			w.bad[s.Name]++
+		} else {
+			w.bad[s.Name] = 0
+		}
+		if w.bad[s.Name] >= w.Polls {
+			what := "is down"
+			if restarted {
+				what = "was started again"
+			}
+			return fmt.Sprintf("service %s %s, and was down or restarted at %d polls running (crashing at start)", s.Name, what, w.Polls)
+		}
+	}
+	return ""
 }
 
 // Healthy runs the local health checks once.

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -83,12 +84,52 @@ func TestSettingsAndBootInfo(t *testing.T) {
 }
 
 func TestSvstat(t *testing.T) {
-	up, secs, err := ParseSvstat("true 42\n")
-	if err != nil || !up || secs != 42 {
-		t.Fatal(up, secs, err)
+	st, err := ParseSvstat("true 42 123\n")
+	if err != nil || st != (ServiceState{Up: true, Secs: 42, Pid: 123}) {
+		t.Fatal(st, err)
 	}
-	if _, _, err := ParseSvstat("garbage"); err == nil {
+	if st, err := ParseSvstat("false 3 -1\n"); err != nil || st.Up || st.Pid != -1 {
+		t.Fatal(st, err)
+	}
+	if _, err := ParseSvstat("garbage"); err == nil {
 		t.Fatal("accepted garbage")
+	}
+}
+
+func TestCrashWatchCatchesALoopSeenUpAndDown(t *testing.T) {
+	up := func(name string, pid, secs int) ServiceState { return ServiceState{name, true, secs, pid} }
+	down := func(name string) ServiceState { return ServiceState{name, false, 0, -1} }
+	// nginx crash-looping under s6 (up about a second, down a second), acme steady
+	w := CrashWatch{Polls: 3}
+	polls := [][]ServiceState{
+		{up("acme", 10, 3), up("nginx", 20, 0)},
+		{up("acme", 10, 5), up("nginx", 24, 0)},
+		{up("acme", 10, 7), down("nginx")},
+		{up("acme", 10, 9), up("nginx", 31, 1)},
+	}
+	var got []string
+	for _, p := range polls {
+		got = append(got, w.Observe(p))
+	}
+	if got[0] != "" || got[1] != "" || got[2] != "" || !strings.Contains(got[3], "service nginx was started again") {
+		t.Fatalf("%q", got)
+	}
+	// a slow start: down once, then up under one process, is no crash
+	w = CrashWatch{Polls: 3}
+	for i, p := range [][]ServiceState{
+		{down("nginx")}, {up("nginx", 7, 0)}, {up("nginx", 7, 2)}, {up("nginx", 7, 4)},
+		{down("nginx")}, {up("nginx", 9, 1)}, {up("nginx", 9, 3)},
+	} {
+		if why := w.Observe(p); why != "" {
+			t.Fatalf("poll %d: %s", i, why)
+		}
+	}
+	// down three polls running
+	w = CrashWatch{Polls: 3}
+	w.Observe([]ServiceState{down("x")})
+	w.Observe([]ServiceState{down("x")})
+	if why := w.Observe([]ServiceState{down("x")}); !strings.Contains(why, "service x is down") {
+		t.Fatal(why)
 	}
 }
 

@@ -83,10 +83,23 @@ func TestWriteArtefactFetchesOnlyChangedChunksAndResumes(t *testing.T) {
 	if !bytes.Equal(got, newer) {
 		t.Fatal("target differs")
 	}
-	// again: already complete, nothing downloaded
+	// again: already complete, known from its chunks; only the chunk list is downloaded
 	before := *sent
-	if n, err := WriteArtefact(NewFetcher(srv.URL), rel, a, target, running, 1<<30, nil); err != nil || n != 0 || *sent != before {
+	if n, err := WriteArtefact(NewFetcher(srv.URL), rel, a, target, running, 1<<30, nil); err != nil || n != int64(len(chunks)) || *sent != before+int64(len(chunks)) {
 		t.Fatalf("second run: %d %v", n, err)
+	}
+	// interrupted: the target holds half the artefact; the rest comes from the running
+	// copy and the network, and the target's good half is neither copied nor downloaded
+	for i := 32 * 4096; i < len(newer); i++ {
+		target.WriteAt([]byte{0}, int64(i))
+	}
+	before = *sent
+	if n, err := WriteArtefact(NewFetcher(srv.URL), rel, a, target, running, 1<<30, nil); err != nil || n != int64(4096+len(chunks)) {
+		t.Fatalf("resumed: %d %v", n, err)
+	}
+	target.ReadAt(got, 0)
+	if !bytes.Equal(got, newer) {
+		t.Fatal("resumed target differs")
 	}
 	// too small a slot is refused
 	if _, err := WriteArtefact(f, rel, a, target, running, 4096, nil); err == nil {
@@ -103,5 +116,36 @@ func TestWriteArtefactRefusesTruncatedDownload(t *testing.T) {
 	target.Truncate(int64(len(data)))
 	if _, err := WriteArtefact(NewFetcher(srv.URL), Release{ChunkSize: 4096}, a, target, nil, 1<<30, nil); err == nil {
 		t.Fatal("a truncated artefact was accepted")
+	}
+}
+
+func TestWriteBootFileSameAsRunningDownloadsNothing(t *testing.T) {
+	data := make([]byte, 9*4096+100)
+	rand.New(rand.NewSource(3)).Read(data)
+	a, chunks := artefact("vmlinuz", data, 4096)
+	srv, sent := serve(t, map[string][]byte{"vmlinuz": data, "vmlinuz.chunks": chunks})
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "slot-a"), 0o755)
+	os.WriteFile(filepath.Join(dir, "slot-a", "vmlinuz"), data, 0o644)
+	rel := Release{ChunkSize: 4096}
+	n, err := WriteBootFile(NewFetcher(srv.URL), rel, a, filepath.Join(dir, "slot-b"), filepath.Join(dir, "slot-a"))
+	if err != nil || n != 0 || *sent != 0 {
+		t.Fatalf("%d %v (%d sent)", n, err, *sent)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "slot-b", "vmlinuz")); !bytes.Equal(got, data) {
+		t.Fatal("slot b's copy differs")
+	}
+	// a changed file: only its changed chunk and the chunk list
+	changed := append([]byte(nil), data...)
+	changed[5*4096+7] ^= 1
+	a, chunks = artefact("vmlinuz", changed, 4096)
+	srv, _ = serve(t, map[string][]byte{"vmlinuz": changed, "vmlinuz.chunks": chunks})
+	os.Remove(filepath.Join(dir, "slot-b", "vmlinuz"))
+	n, err = WriteBootFile(NewFetcher(srv.URL), rel, a, filepath.Join(dir, "slot-b"), filepath.Join(dir, "slot-a"))
+	if err != nil || n != int64(4096+len(chunks)) {
+		t.Fatalf("%d %v", n, err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "slot-b", "vmlinuz")); !bytes.Equal(got, changed) {
+		t.Fatal("slot b's copy differs")
 	}
 }
