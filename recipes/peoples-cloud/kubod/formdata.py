@@ -36,21 +36,20 @@ def body_chunks(stream: BinaryIO, headers: object) -> Iterator[bytes]:
                 while stream.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
                 return
-            left = size
-            while left:
-                block = stream.read(min(left, CHUNK))
-                if not block:
-                    raise BadRequest("the chunked body ends early")
-                left -= len(block)
-                yield block
+            yield from exactly(stream, size, "the chunked body ends early")
             stream.readline(16)  # the CRLF after each chunk
         return
     length = int(headers.get("Content-Length") or 0)  # type: ignore[attr-defined]
-    while length:
-        block = stream.read(min(length, CHUNK))
+    yield from exactly(stream, length, "the body ends early")
+
+
+def exactly(stream: BinaryIO, size: int, short: str) -> Iterator[bytes]:
+    """`size` bytes of `stream` in blocks; BadRequest(`short`) if it ends before them."""
+    while size:
+        block = stream.read(min(size, CHUNK))
         if not block:
-            raise BadRequest("the body ends early")
-        length -= len(block)
+            raise BadRequest(short)
+        size -= len(block)
         yield block
 
 
