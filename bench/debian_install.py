@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliancekit.sources.debian import AptSource
+
 # What mmdebstrap leaves in a tree that is not part of the installed system: the downloaded
 # .debs of a run that keeps them (the warm run syncs them out first).
 NOT_INSTALLED = ("var/cache/apt/archives",)
@@ -27,6 +29,14 @@ class DebianInstall:
     seconds: float  # mmdebstrap's wall-clock time: index download, packages, maintainer scripts
     tree_bytes: int  # regular files of the installed tree, each hard-linked inode once
     packages: int  # packages dpkg reports installed
+
+
+def archive_sources(apt: AptSource) -> list[str]:
+    """The archive lines a build of this suite and architecture reads. A build from a lock
+    fetches its .debs by URL and never writes apt's configuration, so it is written here."""
+    apt.prepare()
+    sources_file = apt.root / "etc/sources.list"
+    return [line for line in sources_file.read_text().splitlines() if line.strip()]
 
 
 def mmdebstrap_argv(

@@ -38,6 +38,7 @@ from appliancekit.manifest import read_manifest  # noqa: E402
 from appliancekit.output import Reporter  # noqa: E402
 from appliancekit.recipe import find_recipe, resolve_settings  # noqa: E402
 from appliancekit.sources import pypi  # noqa: E402
+from appliancekit.sources.debian import AptSource  # noqa: E402
 from appliancekit.swarm.client import SwarmClient  # noqa: E402
 from appliancekit.swarm.testbed import (  # noqa: E402
     new_cluster,
@@ -46,7 +47,7 @@ from appliancekit.swarm.testbed import (  # noqa: E402
     wait_for,
 )
 from appliancekit.swarm.upload import upload_of  # noqa: E402
-from bench.debian_install import install  # noqa: E402
+from bench.debian_install import archive_sources, install  # noqa: E402
 from bench.figures import Figure, Unit, table  # noqa: E402
 
 NAMES = ("a", "b", "c")
@@ -68,8 +69,7 @@ def size_figures(result, board, work: Path, debian: bool) -> list[Figure]:  # ty
         recipe = find_recipe("peoples-cloud", REPO / "recipes")
         suite, arch = recipe.debian.suite or board.suite, board.arch.value
         cache = Cache(default_cache_dir())
-        sources_file = cache.apt_dir(suite, arch) / "etc/sources.list"
-        sources = [line for line in sources_file.read_text().splitlines() if line.strip()]
+        sources = archive_sources(AptSource(cache, suite, arch))
         plain = install(suite, arch, list(recipe.debian.packages), sources, work / "debian", None)
         note(f"plain Debian install of {recipe.debian.packages}: {plain}")
         wheel_bytes = pypi.installed_size(cache, pypi.plan(recipe, arch))

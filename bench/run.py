@@ -36,7 +36,7 @@ from appliancekit.sources.debian import AptSource  # noqa: E402
 from bench import targets  # noqa: E402
 from bench.boots import BootFailed, healthy_time, loader_time, marker_time  # noqa: E402
 from bench.builds import BuildTimes, build_times  # noqa: E402
-from bench.debian_install import DebianInstall, install  # noqa: E402
+from bench.debian_install import DebianInstall, archive_sources, install  # noqa: E402
 from bench.figures import Figure, Unit, table  # noqa: E402
 from bench.init_size import s6_bytes, systemd_installed_bytes  # noqa: E402
 
@@ -88,8 +88,7 @@ def measure(
              f" no-op {builds.noop.seconds:.2f} s; sizes {builds.warm.sizes}")  # fmt: skip
         cache = Cache(work / "cache")
         # the archive lines the build read, so both installs see the same packages
-        sources_file = cache.apt_dir(suite, arch) / "etc/sources.list"
-        sources = [line for line in sources_file.read_text().splitlines() if line.strip()]
+        sources = archive_sources(AptSource(cache, suite, arch))
         packages = list(recipe.debian.packages)
         debs = work / "debs"
         cold = install(suite, arch, packages, sources, work / "debian-cold", debs)
