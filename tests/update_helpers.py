@@ -35,8 +35,9 @@ from appliancekit.publish.update import UPDATE_JSON
 from appliancekit.qemu import Machine, PortForward, free_port
 from appliancekit.recipe import find_recipe, resolve_settings
 from appliancekit.release.signing import KeyPair, keygen, public_key_line, sign
+from appliancekit.usernet import DEFAULT_HOST_ADDRESS
 
-GUEST_HOST = "10.0.2.2"
+GUEST_HOST = DEFAULT_HOST_ADDRESS  # the update tests boot every board without IMDS
 
 
 # --- releases -------------------------------------------------------------------------

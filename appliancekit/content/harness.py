@@ -20,8 +20,9 @@ from appliancekit.flash import write_device_settings
 from appliancekit.manifest import Manifest
 from appliancekit.probes.runner import forwards_for
 from appliancekit.qemu import Machine
+from appliancekit.usernet import DEFAULT_HOST_ADDRESS
 
-GUEST_HOST_ADDRESS = "10.0.2.2"  # the host, as QEMU's user network shows it to the guest
+GUEST_HOST_ADDRESS = DEFAULT_HOST_ADDRESS  # the host, as QEMU's user network shows it
 
 
 class ContentMachine:
