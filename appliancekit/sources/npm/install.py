@@ -15,6 +15,7 @@ from appliancekit.digest import sha256_file
 from appliancekit.errors import UserError
 from appliancekit.minimise import ClosureRequest
 from appliancekit.sources.debian import DebPackage
+from appliancekit.sources.elfmachine import ELF_MACHINES, elf_machine
 from appliancekit.sources.npm.download import fetch
 from appliancekit.sources.npm.lockfile import LockedPackage
 from appliancekit.sources.npm.plan import NpmPlan
@@ -32,8 +33,6 @@ from appliancekit.sources.unpack import UnpackedPackage
 
 NODE = "/usr/bin/node"
 NODE_PACKAGE = "nodejs"
-# ELF e_machine of each Debian architecture (a Node addon must be built for it)
-ELF_MACHINE = {"amd64": 62, "arm64": 183, "armhf": 40}
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,7 @@ def _native_addons(tree: PrefixedPackage, arch: str) -> list[str] | None:
         needs_build = True
         if other_platform_binary(posixpath.relpath(item.path, tree.prefix), arch):
             continue
-        if _elf_machine(tree, item.path) == ELF_MACHINE[arch]:
+        if elf_machine(tree.host_path(item.path)) == ELF_MACHINES[arch]:
             addons.append(item.path)
     return addons if needs_build else None
 
@@ -171,15 +170,6 @@ def _entry_points(tree: PrefixedPackage) -> frozenset[str]:
     return frozenset(found)
 
 
-def _elf_machine(tree: PrefixedPackage, path: str) -> int | None:
-    with open(tree.host_path(path), "rb") as handle:
-        head = handle.read(20)
-    if len(head) < 20 or head[:4] != b"\x7fELF":
-        return None
-    order = "little" if head[5] == 1 else "big"
-    return int.from_bytes(head[18:20], order)
-
-
 def _trim(
     npm: NpmPlan, packages: Sequence[PrefixedPackage]
 ) -> tuple[list[str], list[str], TrimReport]:
@@ -195,8 +185,8 @@ def _trim(
             sizes[item.path] = item.size
             reason = category(rel, npm.arch, entry_points)
             if reason is None and item.path.endswith(".node"):
-                machine = _elf_machine(tree, item.path)
-                if machine is not None and machine != ELF_MACHINE[npm.arch]:
+                machine = elf_machine(tree.host_path(item.path))
+                if machine is not None and machine != ELF_MACHINES[npm.arch]:
                     reason = OTHER_PLATFORMS  # a build/Release binary of another machine
             if reason is None and excluded(item.path, patterns):
                 reason = "recipe's exclude"

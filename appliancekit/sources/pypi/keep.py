@@ -6,8 +6,8 @@ from __future__ import annotations
 import fnmatch
 import posixpath
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
+from appliancekit.sources.elfmachine import ELF_MACHINES, elf_machine
 from appliancekit.sources.pypi.plan import PythonPlan
 from appliancekit.sources.unpack import UnpackedPackage
 
@@ -66,29 +66,16 @@ def under(path: str, roots: Sequence[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
-# Debian architecture -> ELF e_machine of its binaries
-ELF_MACHINES = {"amd64": 62, "arm64": 183, "armhf": 40}
-
-
-def elf_machine(path: Path) -> int | None:
-    """The ELF e_machine of a file (little-endian targets only), None if it is not ELF."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(20)
-    except OSError:
-        return None
-    if len(head) < 20 or head[:4] != b"\x7fELF":
-        return None
-    return int.from_bytes(head[18:20], "little")
-
-
 def other_machine(python: PythonPlan, package: UnpackedPackage, path: str) -> bool:
     """A shared object in a wheel built for another machine: pure (py3-none-any) wheels
     may bundle every platform's build of a native library and load the right one at run
     time; the image keeps only its own architecture's."""
     if ".so" not in posixpath.basename(path):
         return False
-    machine = elf_machine(package.host_path(path))
+    try:
+        machine = elf_machine(package.host_path(path))
+    except OSError:
+        return False
     return machine is not None and machine != ELF_MACHINES.get(python.arch, machine)
 
 
