@@ -14,6 +14,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+ARCHES = ("amd64", "arm64", "armhf")  # the Debian architectures boards/ uses
+
 
 @dataclass(frozen=True, order=True)
 class MatrixEntry:
@@ -25,12 +27,14 @@ class MatrixEntry:
 def _unavailable_arches(recipe_dir: Path, recipe: dict[str, object]) -> set[str]:
     """Architectures the python.lock has no wheels for, or that [python] arches leaves out."""
     python = recipe.get("python")
-    only = set(python.get("arches", ())) if isinstance(python, dict) else set()
-    out = {a for a in ("amd64", "arm64", "armhf") if only and a not in only}
-    lock = recipe_dir / str(python.get("lock", "python.lock") if isinstance(python, dict) else "")
-    if not isinstance(python, dict) or not lock.is_file():
-        return out
-    return out | set(tomllib.loads(lock.read_text()).get("unavailable", {}))
+    if not isinstance(python, dict):
+        return set()
+    only = set(python.get("arches", ()))
+    out = set(ARCHES) - only if only else set()
+    lock = recipe_dir / str(python.get("lock", "python.lock"))
+    if lock.is_file():
+        out |= set(tomllib.loads(lock.read_text()).get("unavailable", {}))
+    return out
 
 
 def _debian_unavailable(recipe_dir: Path, suite: str, arch: str) -> bool:
