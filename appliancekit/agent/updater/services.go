@@ -59,7 +59,6 @@ func ServiceStates(cfg AgentConfig) ([]ServiceState, error) {
 		if err != nil {
 			return nil, err
 		}
-		st.Name = name
 		out = append(out, st)
 	}
 	return out, nil

@@ -185,7 +185,7 @@ func copyChunks(plan ChunkPlan, running io.ReaderAt, target *os.File, chunk, siz
 }
 
 func copyRange(src io.ReaderAt, dst *os.File, size int64) error {
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, readBlock)
 	for off := int64(0); off < size; {
 		n := int64(len(buf))
 		if size-off < n {
