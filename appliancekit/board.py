@@ -124,6 +124,9 @@ class KernelSpec:
     # Modules ride in the initramfs, whose integrity the boot chain already covers; their
     # signature checks cost ~1 s under TCG. Keep them where Secure Boot lockdown may apply.
     strip_module_signatures: bool = False
+    # out-of-tree modules built from source against this kernel (appliancekit/sources/kmods/),
+    # loaded by the initramfs after `modules`
+    built_modules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,7 @@ _KERNEL = (
     Field("console", string(), required=True),
     Field("cmdline", list_of(string()), default=()),
     Field("strip_module_signatures", boolean(), default=False),
+    Field("built_modules", list_of(string(pattern=r"[a-z0-9_]+")), default=()),
 )
 _DISK = (
     Field("table", choice(PartitionTable, what="partition table"), required=True),

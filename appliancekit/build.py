@@ -25,7 +25,7 @@ from appliancekit.atomic import replace_dir
 from appliancekit.board import Board
 from appliancekit.boot import BootInputs, BootLayout, boot_path
 from appliancekit.boot import initramfs as initramfs_stage
-from appliancekit.boot.kmod import find_kernel
+from appliancekit.boot.kmod import KernelModule, KernelTree, find_kernel
 from appliancekit.boot.slotswitch import SLOTS_JSON, render_slots_json
 from appliancekit.cache import Cache
 from appliancekit.content.gobuild import go_version
@@ -61,7 +61,7 @@ from appliancekit.rootfs import build_root
 from appliancekit.seal import seal_tree
 from appliancekit.settings_kinds import as_text
 from appliancekit.sourcedate import source_date_epoch
-from appliancekit.sources import npm, pypi
+from appliancekit.sources import kmods, npm, pypi
 from appliancekit.sources.debian import (
     DEFAULT_MIRRORS,
     AptSource,
@@ -201,6 +201,7 @@ def build(
             f"{plan.recipe.name} has no Debian part ([debian] and [[service]]): it builds only"
             " with the NixOS backend",
         )
+    _check_built_modules(plan.board)
     python = pypi.plan(plan.recipe, plan.board.arch.value)  # lock only: fails fast, no network
     node = npm.plan(plan.recipe, plan.board.arch.value)  # the same for npm packages
     debian = debian_inputs(plan, cache, reporter, refresh=refresh, mirrors=mirrors)
@@ -253,11 +254,18 @@ def build(
                 cache, node, [unpacked[p] for p in sources.root], progress=task.advance
             )
 
+    kernel = find_kernel(
+        next(unpacked[p].root for p in sources.kernel if (unpacked[p].root / "boot").is_dir())
+    )
+    built_modules = _built_modules(plan, kernel, cache, reporter, mirrors)
+
     with work_dir(plan.images_dir, f"{plan.name}.") as work:
         manifest = _build_into(
             plan,
             sources,
             unpacked,
+            kernel,
+            built_modules,
             inputs,
             epoch,
             work,
@@ -270,6 +278,32 @@ def build(
         )
         replace_dir(work / "out", plan.output_dir, scratch=work)
     return BuildResult(plan.output_dir, manifest, True, time.monotonic() - started)
+
+
+def _check_built_modules(board: Board) -> None:
+    """A board naming a module with no source here fails before anything is fetched."""
+    for name in board.kernel.built_modules:
+        if name not in kmods.available():
+            raise source_error(
+                board.source_file,
+                find_in_list(board.source_file, ("kernel", "built_modules"), name),
+                f"no kernel module source {name!r} (known: {', '.join(kmods.available())})",
+            )
+
+
+def _built_modules(
+    plan: BuildPlan, kernel: KernelTree, cache: Cache, reporter: Reporter, mirrors: Mirrors
+) -> tuple[KernelModule, ...]:
+    """The board's modules built from source (sources/kmods) for this kernel, as the
+    initramfs loads them: in updates/, where Debian puts modules not from the kernel."""
+    names = plan.board.kernel.built_modules
+    if not names:
+        return ()
+    reporter.step(f"kernel modules from source: {', '.join(names)}")
+    built = kmods.build_modules(
+        names, plan.suite, kernel.version, plan.board.arch.value, cache, mirrors
+    )
+    return tuple(KernelModule(m.name, f"updates/{m.name}.ko", m.path, ()) for m in built)
 
 
 def resolve_sources(plan: BuildPlan, apt: DebianSource) -> ResolvedSources:
@@ -418,6 +452,8 @@ def _build_into(
     plan: BuildPlan,
     sources: ResolvedSources,
     unpacked: Mapping[DebPackage, UnpackedPackage],
+    kernel: KernelTree,
+    built_modules: Sequence[KernelModule],
     inputs: str,
     epoch: int,
     work: Path,
@@ -438,13 +474,13 @@ def _build_into(
     # First: a board asking for a module its kernel lacks fails before the long stages.
     reporter.step("kernel and initramfs")
     kernel_pkg = next(p for p in sources.kernel if (unpacked[p].root / "boot").is_dir())
-    kernel = find_kernel(unpacked[kernel_pkg].root)
     initramfs = initramfs_stage.build_initramfs(
         [unpacked[p] for p in sources.initramfs],
         board,
         kernel,
         work / "initrd.img",
         PARTITION_NUMBERS,
+        built_modules,
     )
 
     reporter.step("assembling the root tree")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import replace
 
 import pytest
 
@@ -221,13 +222,18 @@ def test_script_sets_a_stable_mac_only_where_u_boot_has_none() -> None:
     assert "ethaddr" not in ubootcount.render_script()
 
 
-def test_tryboot_names_what_the_agent_needs_and_why_it_still_refuses() -> None:
-    switch = tryboot.slot_switch(find_board("rpi4", PROJECT.boards_dir))
+def test_tryboot_names_what_the_agent_needs_and_refuses_without_its_module() -> None:
+    board = find_board("rpi4", PROJECT.boards_dir)
+    switch = tryboot.slot_switch(board)
     # what the agent's tryboot switch reads (agent/updater/loaderswitch.go)
     assert switch.paths["cmdline"] == "cmdline.txt" and switch.paths["autoboot"] == "autoboot.txt"
     assert switch.paths["reboot_argument"] == "0 tryboot"
     assert switch.paths["boot_partition_b"] == "ak-boot-b"
     assert switch.paths["boot_partition_number_b"] == "3"
-    # refused on Debian's kernel, which does not pass the tryboot flag to the firmware
-    reason = switch.refuse_reason()
+    # the board builds the module that sets the flag, so its agent updates
+    assert tryboot.TRYBOOT_MODULE in board.kernel.built_modules
+    assert switch.implemented and switch.refuse_reason() is None
+    # without it, Debian's kernel does not pass the tryboot flag to the firmware: refused
+    bare = replace(board, kernel=replace(board.kernel, built_modules=()))
+    reason = tryboot.slot_switch(bare).refuse_reason()
     assert reason is not None and "tryboot flag" in reason and "refused" in reason

@@ -14,9 +14,8 @@ On cubieboard every boot must get the same DHCP lease, the address the host's po
 reaches: QEMU's A10 has no MAC address for U-Boot to pass on, so boot.scr sets a stable one
 (boot/ethaddr.py) and the test checks the leases on the console.
 
-rpi4 is not here: QEMU's raspi4b runs no Pi firmware (so nothing would follow autoboot.txt
-on a guest reboot), and rpi4 images refuse rpi-tryboot updates because Debian's kernel does
-not pass the tryboot flag to the firmware (see docs/architecture.md).
+rpi4 is in tests/test_update_rpi4.py: QEMU's raspi4b runs no Pi firmware, so its reboots
+need the firmware stand-in there.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from appliancekit.board import Board, find_board
+from appliancekit.board import Board, BootPath, find_board
 from appliancekit.boottest import qemu_config, with_test_settings
 from appliancekit.build import BuildPlan, BuildResult, build
 from appliancekit.cache import Cache, default_cache_dir
@@ -36,6 +36,7 @@ from appliancekit.qemu import Machine, PortForward, free_port
 from appliancekit.recipe import find_recipe, resolve_settings
 from appliancekit.release.signing import KeyPair, keygen, public_key_line, sign
 from appliancekit.usernet import DEFAULT_HOST_ADDRESS
+from tests import pi_firmware
 
 GUEST_HOST = DEFAULT_HOST_ADDRESS  # the update tests boot every board without IMDS
 
@@ -274,7 +275,8 @@ class UpdateMachine:
     """One appliance on a writable copy of its disk: QEMU restarts the guest on reboot and
     watchdog resets (no -no-reboot), the serial log accumulates over every boot and every
     QEMU process (kill() and start() again = a power cut), and port 80 (or others) is
-    forwarded to the host."""
+    forwarded to the host. On rpi4 each boot is a QEMU process of its own, started by the
+    Pi firmware stand-in (tests/pi_firmware.py) when the last one ends."""
 
     def __init__(
         self,
@@ -301,23 +303,63 @@ class UpdateMachine:
         self.log.write_text("")
         self.machine: Machine | None = None
         self.runs = 0
+        self.firmware_reboots = board.boot == BootPath.RPI
+        self.tryboots = 0  # rpi: boots the firmware stand-in started with the tryboot flag
+        self._power = threading.Lock()
+        self._powered = False
+        if self.firmware_reboots:
+            threading.Thread(target=self._follow_reboots, daemon=True).start()
 
-    def start(self) -> None:
+    def start(self, *, tryboot_flag: bool = False) -> None:
+        with self._power:
+            self._start(tryboot_flag)
+            self._powered = True
+
+    def _start(self, tryboot_flag: bool) -> None:
         forwards = tuple(PortForward(g, h) for g, h in self.ports.items())
         (self.workdir / "boot").mkdir(exist_ok=True)
-        config = qemu_config(
-            self.board, self.disk, self.manifest, self.workdir / "boot", forwards, snapshot=False
-        )
         self.runs += 1
-        self.machine = Machine(
-            replace(config, guest_reboots=True), self.workdir / f"run{self.runs}"
-        )
+        run_dir = self.workdir / f"run{self.runs}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if self.firmware_reboots:
+            config = pi_firmware.boot_config(
+                self.board,
+                self.disk,
+                self.manifest,
+                self.workdir / "boot",
+                run_dir,
+                forwards,
+                tryboot_flag=tryboot_flag,
+            )
+            self.tryboots += tryboot_flag
+        else:
+            config = qemu_config(
+                self.board, self.disk, self.manifest, self.workdir / "boot", forwards,
+                snapshot=False,
+            )
+            config = replace(config, guest_reboots=True)
+        self.machine = Machine(config, run_dir)
         self.machine.start()
+
+    def _follow_reboots(self) -> None:
+        """rpi: when a boot ends by itself (a reboot, a panic's reset), start the next the
+        way the firmware would, with the flag only if that boot asked for it."""
+        while True:
+            time.sleep(0.2)
+            with self._power:
+                machine = self.machine
+                if not self._powered or machine is None or machine.is_running():
+                    continue
+                with self.log.open("a") as out:
+                    out.write(machine.serial_text())
+                self.machine = None
+                self._start(pi_firmware.tryboot_requested(machine.workdir))
 
     def serial(self) -> str:
         """Everything every QEMU run of this machine printed, in order."""
-        current = self.machine.serial_text() if self.machine else ""
-        return self.log.read_text(errors="replace") + current
+        with self._power:  # not while a finished boot's output moves into the log
+            current = self.machine.serial_text() if self.machine else ""
+            return self.log.read_text(errors="replace") + current
 
     def mark(self) -> int:
         return len(self.serial())
@@ -330,7 +372,11 @@ class UpdateMachine:
             found = regex.search(self.serial(), since)
             if found:
                 return found
-            if self.machine is not None and not self.machine.is_running():
+            if (
+                self.machine is not None
+                and not self.machine.is_running()
+                and not self.firmware_reboots
+            ):
                 raise AssertionError(
                     f"QEMU exited waiting for {pattern!r}:\n{self.serial()[-3000:]}"
                 )
@@ -340,11 +386,13 @@ class UpdateMachine:
 
     def kill(self) -> None:
         """Pull the power: SIGKILL QEMU, keep its serial output."""
-        if self.machine is not None:
-            self.machine.kill()
-            with self.log.open("a") as out:
-                out.write(self.machine.serial_text())
-            self.machine = None
+        with self._power:
+            self._powered = False
+            if self.machine is not None:
+                self.machine.kill()
+                with self.log.open("a") as out:
+                    out.write(self.machine.serial_text())
+                self.machine = None
 
     def http_get(self, path: str = "/", port: int = 443, timeout: float = 10.0) -> str:
         """GET path; port 443 over HTTPS (the homepage redirects port 80 there), unverified:

@@ -171,12 +171,15 @@ def build_initramfs(
     kernel: KernelTree,
     output: Path,
     partition_numbers: dict[str, int],
+    built_modules: Sequence[KernelModule] = (),
 ) -> Initramfs:
+    """`built_modules` (built from source, sources/kmods) load last: they may use any module."""
     try:
         modules = resolve_modules(kernel, (*board.kernel.modules, *BOOT_PARTITION_MODULES))
     except MissingModuleError as exc:
         key = find_in_list(board.source_file, ("kernel", "modules"), exc.module)
         raise source_error(board.source_file, key, exc.message) from None
+    modules = [*modules, *built_modules]
     tree = initramfs_tree(packages, board, kernel, modules, partition_numbers)
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         root = Path(tmp) / "root"

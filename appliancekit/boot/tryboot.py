@@ -21,7 +21,8 @@ clears it too: the trial partition gets exactly one boot, and whatever stops tha
 `[all]`'s partition. `tryboot_a_b=1` makes the firmware read config.txt (not tryboot.txt)
 in the tried partition, so both slots' partitions hold the same kind of files.
 
-The update agent arms by writing the new slot's partition, then `[tryboot]
+Linux sets the flag only through the `ak_tryboot` module this project builds (Debian's
+kernel lacks Raspberry Pi OS's patch; see `KERNEL_LACKS_TRYBOOT`). The update agent arms by writing the new slot's partition, then `[tryboot]
 boot_partition=NEW`, then rebooting with the flag; it commits by rewriting `[all]
 boot_partition=NEW` (a new file, then a rename over autoboot.txt).
 
@@ -120,24 +121,26 @@ def firmware_boot_partition(text: str, tryboot_flag: bool) -> int:
     return autoboot.committed
 
 
-# What stops the agent: Debian's arm64 kernel (6.12.118+deb13-arm64) has no tryboot support.
-# Raspberry Pi OS's kernel carries a patch to the raspberrypi firmware driver that turns
-# reboot "0 tryboot" into the firmware's SET_REBOOT_FLAGS (tryboot) mailbox call; mainline,
-# and so Debian, does not (the string "tryboot" is nowhere in its Image or modules), and
-# it has no /dev/vcio for the agent to send it itself. A trial reboot there boots [all]'s
-# partition again, and the agent would take that for a failed trial.
+# Debian's arm64 kernel cannot set the flag by itself. Raspberry Pi OS's kernel carries a
+# patch to the raspberrypi firmware driver that turns reboot "0 tryboot" into the firmware's
+# SET_REBOOT_FLAGS (tryboot) mailbox call; mainline, and so Debian, does not (the string
+# "tryboot" is nowhere in its Image or modules), and it has no /dev/vcio for the agent to
+# send it itself. The board builds that piece as a module (sources/kmods/ak_tryboot); a
+# board without it would arm trials that boot [all]'s partition again, so it refuses.
+TRYBOOT_MODULE = "ak_tryboot"
 KERNEL_LACKS_TRYBOOT = (
     "the agent writes the slot's boot partition, [tryboot] and reboots with"
     f" {REBOOT_ARGUMENT!r}, but Debian's kernel does not pass the tryboot flag to the firmware"
-    " (Raspberry Pi OS's kernel patch), so the trial would never boot"
+    f" without the {TRYBOOT_MODULE} module ([kernel] built_modules), so the trial would"
+    " never boot"
 )
 
 
 def slot_switch(board: Board) -> SlotSwitch:
     return SlotSwitch(
         mechanism=Mechanism.RPI_TRYBOOT,
-        implemented=False,
-        missing=KERNEL_LACKS_TRYBOOT,
+        implemented=TRYBOOT_MODULE in board.kernel.built_modules,
+        missing="" if TRYBOOT_MODULE in board.kernel.built_modules else KERNEL_LACKS_TRYBOOT,
         arm=(
             "write the release's boot files into the slot's boot partition (ak-boot-NEW; its"
             f" {CMDLINE} with ak.slot=NEW), then {AUTOBOOT} on ak-boot (new file, then rename)"

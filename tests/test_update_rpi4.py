@@ -1,0 +1,113 @@
+"""Signed A/B updates on the Raspberry Pi 4 through the firmware's tryboot, end to end with
+the real agent (issue 12 §5 on rpi4, as far as QEMU's raspi4b allows).
+
+What is real: the card's autoboot.txt and per-slot boot partitions as the agent writes them,
+Debian's kernel with the ak_tryboot module (built from source for that kernel) sending the
+SET_REBOOT_FLAGS mailbox call on the agent's `reboot "0 tryboot"`, and the agent itself.
+What stands in: raspi4b runs no Pi firmware, so tests/pi_firmware.py plays the firmware at
+each reset. It sets the tryboot flag only when QEMU's emulated mailbox received that call
+in the boot that ended, and boots the partition autoboot.txt then names ([tryboot] once,
+otherwise [all]).
+
+One appliance (homepage v1) boots once: v2 is taken through one tryboot trial and committed
+into autoboot.txt's [all]; v3, whose nginx does not start, gets its one tryboot trial, and
+the next reset, without the flag, boots v2's partition again with no help from outside.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from appliancekit.board import find_board
+from appliancekit.boot import tryboot
+from tests.conftest import PROJECT
+from tests.slot_support import boot_fat
+from tests.update_helpers import (
+    DeployServer,
+    UpdateMachine,
+    homepage_releases,
+    make_deploy_repo,
+    new_key,
+    publish,
+)
+
+pytestmark = pytest.mark.slow
+BOARD = "rpi4"
+BOOT = 900.0  # generous: TCG on a shared, loaded machine
+
+
+def agent_result(m: UpdateMachine, pattern: str, since: int, timeout: float) -> str:
+    found = m.wait_for(rf"ak-update: status: [^\n]*?: ({pattern})[^\n]*", since, timeout)
+    return found.group(0)
+
+
+@pytest.mark.timeout(3600)
+def test_updates_itself_through_tryboot_and_falls_back_without_the_flag(tmp_path: Path) -> None:
+    board = find_board(BOARD, PROJECT.boards_dir)
+    key = new_key(tmp_path / "key")
+    v1, v2, v3 = homepage_releases(PROJECT, BOARD, tmp_path, key)
+    assert v1.manifest.slot_switch == "rpi-tryboot"
+    repo = make_deploy_repo(tmp_path / "deploy")
+    laps: list[str] = []
+    with DeployServer(repo) as server:
+        m = UpdateMachine(
+            v1.output_dir,
+            board,
+            tmp_path / "machine",
+            {"update_url": server.guest_url, "update_interval": "3"},
+        )
+        started = time.monotonic()
+
+        def lap(what: str) -> None:
+            laps.append(f"{what}: {time.monotonic() - started:.0f} s")
+            print(f"{BOARD}: {laps[-1]}")
+
+        m.start()
+        try:
+            m.wait_serving("Served by appliancekit", BOOT)
+            line = agent_result(m, "no release published", 0, BOOT)
+            assert "slot a" in line
+            lap("v1 serving")
+
+            # v2: the agent writes ak-boot-b and ak-root-b, arms [tryboot] and reboots with
+            # the flag; the module's mailbox call is what makes the stand-in honour [tryboot]
+            since = m.mark()
+            publish(v2.output_dir, repo, key)
+            m.wait_for(r"ak-update: release \d+ written to slot b and verified", since, BOOT)
+            m.wait_for(r"ak_tryboot: tryboot flag set for the next boot", since, BOOT)
+            m.wait_for(r"ak-update: trial boot of release \d+ in slot b", since, BOOT)
+            assert m.tryboots == 1
+            m.wait_serving("release-two", BOOT)
+            agent_result(m, r"committed release \d+ in slot b", since, BOOT)
+            counts = [int(n) for n in re.findall(r"boot number (\d+)", m.serial())]
+            assert counts == sorted(counts) and counts[-1] >= 2, counts  # /data kept
+            lap("v2 committed")
+
+            # v3 crashes at start: one tryboot trial; the agent reboots without the flag
+            # and the firmware boots [all]'s partition, v2's, by itself
+            since = m.mark()
+            publish(v3.output_dir, repo, key)
+            m.wait_for(r"ak-update: trial boot of release \d+ in slot a", since, BOOT)
+            m.wait_for(r"ak-update: [^\n]*trial of release \d+ failed", since, BOOT)
+            line = agent_result(
+                m, r"rolled back: release \d+ in slot a did not commit", since, BOOT
+            )
+            version, root = v3.manifest.source_date_epoch, v3.manifest.verity.root_hash
+            assert f"failed releases: {version} ({root[:12]})" in line
+            m.wait_serving("release-two", BOOT)
+            assert m.tryboots == 2  # v2's trial and v3's, nothing else
+            trials = re.findall(r"ak-update: trial boot of release \d+ in slot a", m.serial()[since:])
+            assert len(trials) == 1
+            lap("v3 rolled back")
+        finally:
+            m.kill()
+            (tmp_path / "serial-all.log").write_text(m.serial())
+
+    # autoboot.txt as the agent left it: slot b's partition committed, no trial armed
+    autoboot = tryboot.parse_autoboot(boot_fat(m.disk, m.manifest).read(tryboot.AUTOBOOT).decode())
+    assert autoboot == tryboot.Autoboot(committed=tryboot.slot_partition("b")), autoboot
+    print(f"{BOARD}: " + "; ".join(laps))
