@@ -18,6 +18,7 @@ resolves through apt, as the update agent's packages do.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
 import re
@@ -178,8 +179,12 @@ def prepare_toolchain(
         raise
     key = fingerprint(sorted(p.sha256 for p in packages))
     root = cache.root / "kmod-toolchain" / key
-    if not (root / "usr").is_dir():
-        _assemble(packages, host_source, kernel_source, cache, root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # one assembler at a time: a second one's rename would pull the tree from under a build
+    with open(root.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "usr").is_dir():
+            _assemble(packages, host_source, kernel_source, cache, root)
     return Toolchain(root, kernel, cross, packages)
 
 
