@@ -230,6 +230,8 @@ def test_tryboot_names_what_the_agent_needs_and_refuses_without_its_module() -> 
     assert switch.paths["reboot_argument"] == "0 tryboot"
     assert switch.paths["boot_partition_b"] == "ak-boot-b"
     assert switch.paths["boot_partition_number_b"] == "3"
+    # a trial gets the PM block's watchdog, with a timeout the core keeps above its 16 s
+    assert switch.watchdog == tryboot.TRIAL_WATCHDOG and switch.watchdog.module == "bcm2835_wdt"
     # the board builds the module that sets the flag, so its agent updates
     assert tryboot.TRYBOOT_MODULE in board.kernel.built_modules
     assert switch.implemented and switch.refuse_reason() is None

@@ -101,7 +101,7 @@ def _template(name: str) -> str:
 
 
 def render_init(board: Board, kernel_version: str, partition_numbers: dict[str, int]) -> str:
-    from appliancekit.boot import boot_path
+    from appliancekit.boot import boot_path, tryboot
     from appliancekit.boot.slotswitch import DIRECT_STATE, Mechanism
 
     switch = boot_path(board).slot_switch(board)
@@ -109,6 +109,8 @@ def render_init(board: Board, kernel_version: str, partition_numbers: dict[str, 
     template = env.from_string(_template("init.sh.j2"))
     return template.render(
         initramfs_chooses=switch.mechanism == Mechanism.INITRAMFS,
+        trial_from_autoboot=switch.mechanism == Mechanism.RPI_TRYBOOT,
+        slot_partitions=tryboot.SLOT_PARTITIONS,
         state_file=DIRECT_STATE,
         watchdog=switch.watchdog,
         kernel_version=kernel_version,

@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from appliancekit.board import Board
-from appliancekit.boot.slotswitch import Mechanism, SlotSwitch
+from appliancekit.boot.slotswitch import Mechanism, SlotSwitch, Watchdog
 from appliancekit.errors import UserError
 
 AUTOBOOT = "autoboot.txt"
@@ -136,6 +136,12 @@ KERNEL_LACKS_TRYBOOT = (
 )
 
 
+# The trial watchdog: the Pi's PM block watchdog. Its hardware counts at most ~16 s, but the
+# driver declares that limit as max_hw_heartbeat_ms, so the watchdog core feeds the hardware
+# itself until the longer timeout asked for runs out: a hang still resets within it.
+TRIAL_WATCHDOG = Watchdog("bcm2835_wdt", "heartbeat", 180)
+
+
 def slot_switch(board: Board) -> SlotSwitch:
     return SlotSwitch(
         mechanism=Mechanism.RPI_TRYBOOT,
@@ -154,6 +160,7 @@ def slot_switch(board: Board) -> SlotSwitch:
         ),
         tries=1,
         state=f"boot:{AUTOBOOT}",
+        watchdog=TRIAL_WATCHDOG if TRIAL_WATCHDOG.module in board.kernel.modules else None,
         paths={
             "autoboot": AUTOBOOT,
             "cmdline": CMDLINE,

@@ -153,7 +153,7 @@ func (a *Agent) AfterBoot() {
 
 func (a *Agent) trial() {
 	var wd *Watchdog
-	if a.slots.Watchdog != nil {
+	if a.slots.Watchdog != nil && a.boot.WatchdogArmed {
 		wd = OpenWatchdog(a.slots.Watchdog.Device, 5*time.Second)
 	}
 	logf("trial boot of release %d in slot %s: committing once every service has been up %d s and the health checks pass",

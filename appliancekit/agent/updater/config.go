@@ -141,11 +141,15 @@ type BootInfo struct {
 	Trial    bool
 	FellBack string
 	RootHash string
+	// WatchdogArmed: the initramfs started the trial watchdog. Opening the device starts it,
+	// so the agent feeds only one that was armed (a board's QEMU model may reset at once).
+	// An initramfs older than the "watchdog=" line armed it in every trial: true when absent.
+	WatchdogArmed bool
 }
 
-// ParseBootInfo reads "slot=a\ntrial=1\nfell_back=b\nroothash=...".
+// ParseBootInfo reads "slot=a\ntrial=1\nfell_back=b\nroothash=...\nwatchdog=1".
 func ParseBootInfo(data []byte) BootInfo {
-	b := BootInfo{Slot: "a"}
+	b := BootInfo{Slot: "a", WatchdogArmed: true}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		k, v, _ := strings.Cut(sc.Text(), "=")
@@ -162,6 +166,8 @@ func ParseBootInfo(data []byte) BootInfo {
 			}
 		case "roothash":
 			b.RootHash = v
+		case "watchdog":
+			b.WatchdogArmed = v == "1"
 		}
 	}
 	return b

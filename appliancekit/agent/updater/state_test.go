@@ -77,8 +77,13 @@ func TestSettingsAndBootInfo(t *testing.T) {
 	if s.URL != "http://10.0.2.2:8080/deploy" || s.Interval != 5 || !s.AllowDowngrade || !s.Window.Always || len(problems) != 1 {
 		t.Fatalf("%+v %v", s, problems)
 	}
-	b := ParseBootInfo([]byte("slot=b\ntrial=1\nfell_back=\nroothash=abc\n"))
-	if b != (BootInfo{"b", true, "", "abc"}) {
+	b := ParseBootInfo([]byte("slot=b\ntrial=1\nfell_back=\nroothash=abc\nwatchdog=0\n"))
+	if b != (BootInfo{"b", true, "", "abc", false}) {
+		t.Fatalf("%+v", b)
+	}
+	// the loader's initramfs on a direct board is never rewritten: one without the line
+	// armed the watchdog in every trial, and the agent must go on feeding it
+	if b := ParseBootInfo([]byte("slot=b\ntrial=1\n")); !b.WatchdogArmed {
 		t.Fatalf("%+v", b)
 	}
 }
