@@ -141,7 +141,9 @@ def answers(m: UpdateMachine, names: list[tuple[str, str]], tcp: bool) -> dict[s
         else:
             response = dns.query.udp(query, "127.0.0.1", port=m.udp_ports[53], timeout=20)
         rcode = dns.rcode.to_text(response.rcode())
-        out[f"{name} {rdtype}"] = [rcode, *sorted(str(rr) for rr in response.answer)]
+        # one line per record, sorted: pdns may order an rrset's records differently each time
+        lines = (line for rrset in response.answer for line in rrset.to_text().splitlines())
+        out[f"{name} {rdtype}"] = [rcode, *sorted(lines)]
     return out
 
 
