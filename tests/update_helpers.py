@@ -274,9 +274,9 @@ class DeployServer:
 class UpdateMachine:
     """One appliance on a writable copy of its disk: QEMU restarts the guest on reboot and
     watchdog resets (no -no-reboot), the serial log accumulates over every boot and every
-    QEMU process (kill() and start() again = a power cut), and port 80 (or others) is
-    forwarded to the host. On rpi4 each boot is a QEMU process of its own, started by the
-    Pi firmware stand-in (tests/pi_firmware.py) when the last one ends."""
+    QEMU process (kill() and start() again = a power cut), and port 80 (or others, and UDP
+    ones: `udp_ports`) is forwarded to the host. On rpi4 each boot is a QEMU process of its
+    own, started by the Pi firmware stand-in (tests/pi_firmware.py) when the last one ends."""
 
     def __init__(
         self,
@@ -285,6 +285,7 @@ class UpdateMachine:
         workdir: Path,
         settings: dict[str, str],
         guest_ports: tuple[int, ...] = (80, 443),
+        udp_ports: tuple[int, ...] = (),
     ) -> None:
         self.manifest: Manifest = load_manifest(image_dir)
         self.board = board
@@ -299,6 +300,7 @@ class UpdateMachine:
         with_test_settings(self.disk, self.manifest, workdir, in_place=True)
         write_device_settings(self.disk, self.manifest, settings)
         self.ports = {port: free_port() for port in guest_ports}
+        self.udp_ports = {port: free_port() for port in udp_ports}
         self.log = workdir / "serial-all.log"
         self.log.write_text("")
         self.machine: Machine | None = None
@@ -316,7 +318,9 @@ class UpdateMachine:
             self._powered = True
 
     def _start(self, tryboot_flag: bool) -> None:
-        forwards = tuple(PortForward(g, h) for g, h in self.ports.items())
+        forwards = tuple(PortForward(g, h) for g, h in self.ports.items()) + tuple(
+            PortForward(g, h, "udp") for g, h in self.udp_ports.items()
+        )
         (self.workdir / "boot").mkdir(exist_ok=True)
         self.runs += 1
         run_dir = self.workdir / f"run{self.runs}"

@@ -33,6 +33,10 @@ UPDATE_ENV = "/etc/appliancekit/update.env"
 STATE_DIR = f"{DATA_MOUNT}/.appliancekit/update"
 SVSTAT = "/usr/bin/s6-svstat"
 SVC = "/usr/bin/s6-svc"
+# `s6-svc -wD` (stop and wait) execs s6-svlisten1 to wait, which listens through libs6's
+# fifo trigger daemon (its path is built into libs6). Without them s6-svc fails and sends
+# nothing: the services went on running while /data was copied for a rollback and put back.
+SVC_WAIT = ("/usr/bin/s6-svlisten1", "/usr/bin/s6-ftrigrd")
 SERVICE_NAME = "ak-update"
 ROOT_REASON = (
     "the update agent writes the inactive slot's partition and boot files, arms the trial"
@@ -124,6 +128,6 @@ def install_agent(
     tree.add_file(PER_DEVICE_FILES, listed + f"{UPDATE_ENV} 0 0 0600\n".encode())
     request = supervisor.install(tree, [agent_service()], {"root": ROOT_USER})
     return ClosureRequest(
-        executables=(*request.executables, MINISIGN, SVSTAT, SVC),
+        executables=(*request.executables, MINISIGN, SVSTAT, SVC, *SVC_WAIT),
         origin="update agent",
     )

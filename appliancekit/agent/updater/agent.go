@@ -125,7 +125,7 @@ func (a *Agent) AfterBoot() {
 		var c SlotContent
 		ReadJSON(a.slotFile(a.boot.FellBack), &c)
 		a.recordFailed(c, "its trial boot did not commit (crash, hang, panic or failed health check)")
-		restored, err := RestoreSnapshot(a.cfg.DataDir, a.snapshotDir())
+		restored, err := a.putDataBack()
 		if err != nil {
 			logf("could not put /data back from before the trial: %v", err)
 		}
@@ -149,6 +149,29 @@ func (a *Agent) AfterBoot() {
 	}
 	// a committed boot: a snapshot left from an earlier trial is not needed any more
 	os.RemoveAll(a.snapshotDir())
+}
+
+// putDataBack moves /data back from the snapshot taken before the trial. s6 starts this
+// boot's services beside the agent (or the backup agent starts them), so they may already
+// be running on the trial's data, and a service that has its database open would keep
+// serving the moved-away copy: they are stopped first, and the ones s6 meant to have up are
+// started again on the data as it was.
+func (a *Agent) putDataBack() (bool, error) {
+	if _, err := os.Stat(a.snapshotDir()); err != nil {
+		return false, nil
+	}
+	wanted := WantedUp(a.cfg)
+	logf("putting /data back from before the trial: stopping the services (%s up)", orNone(strings.Join(wanted, ", ")))
+	StopServices(a.cfg)
+	start := time.Now()
+	restored, err := RestoreSnapshot(a.cfg.DataDir, a.snapshotDir())
+	if restored {
+		logf("/data put back from before the trial in %.2f s (renames)", time.Since(start).Seconds())
+	}
+	for _, name := range wanted {
+		runCmd(a.cfg.SvCtl, "-u", filepath.Join(a.cfg.ServiceDir, name))
+	}
+	return restored, err
 }
 
 func (a *Agent) trial() {
@@ -260,10 +283,11 @@ func (a *Agent) checkOnce() (string, error) {
 	ReadJSON(a.slotFile(target), &staged)
 	if !(staged.Complete && staged.RootHash == rel.RootHash) {
 		logf("release %d found: writing it to slot %s", rel.Version, target)
+		start := time.Now()
 		if err := a.writeRelease(f, rel, target); err != nil {
 			return "", fmt.Errorf("release %d not written (will resume): %v", rel.Version, err)
 		}
-		logf("release %d written to slot %s and verified (%d bytes downloaded)", rel.Version, target, f.Downloaded)
+		logf("release %d written to slot %s and verified (%d bytes downloaded, %.1f s)", rel.Version, target, f.Downloaded, time.Since(start).Seconds())
 	}
 	a.mu.Lock()
 	a.status.LastDownload = f.Downloaded
@@ -402,7 +426,8 @@ func (a *Agent) switchTo(rel Release, target string) (string, error) {
 		a.startServices()
 		return "", fmt.Errorf("refused: %v", err)
 	}
-	logf("/data kept for a rollback: %d bytes in %.1f s", snap.Bytes, snap.Seconds)
+	logf("/data kept for a rollback: %d bytes in %.2f s (/data: %d bytes used, %d free; budget %d%% of free)",
+		snap.Bytes, snap.Seconds, snap.Used, snap.Free, snap.BudgetPercent)
 	if err := a.sw.Arm(target); err != nil {
 		a.startServices()
 		return "", fmt.Errorf("cannot arm the trial: %v", err)

@@ -155,10 +155,31 @@ func Healthy(probes []Probe) (bool, string) {
 	return true, ""
 }
 
-// StopServices takes every service down and waits (at most 20 s) until it is.
+// StopServices takes every service down and waits (at most 20 s) until it is. Last listed
+// first: the backup agent, which starts the others (`s6-svc -u`), comes last in the list
+// (backup/agent.py), and stopped first it cannot start one already stopped again. s6-svc
+// waits through s6-svlisten1 and s6-ftrigrd (agent/install.py keeps them); a failure is said, as
+// data copied or moved under a running service may be inconsistent.
 func StopServices(cfg AgentConfig) {
-	for _, name := range cfg.Services {
-		dir := filepath.Join(cfg.ServiceDir, name)
-		exec.Command(cfg.SvCtl, "-wD", "-T", "20000", "-d", dir).Run()
+	for i := len(cfg.Services) - 1; i >= 0; i-- {
+		dir := filepath.Join(cfg.ServiceDir, cfg.Services[i])
+		out, err := exec.Command(cfg.SvCtl, "-wD", "-T", "20000", "-d", dir).CombinedOutput()
+		if err != nil {
+			logf("stopping service %s: %v %s", cfg.Services[i], err, strings.TrimSpace(string(out)))
+		}
 	}
+}
+
+// WantedUp lists the services s6 means to have up (s6-svstat's "wantedup"): those started
+// at boot, or by the backup agent, and not taken down since. A service built `down` and
+// not started yet is not wanted up; whatever starts it (the backup agent) still will.
+func WantedUp(cfg AgentConfig) []string {
+	var out []string
+	for _, name := range cfg.Services {
+		o, err := exec.Command(cfg.SvStat, "-o", "wantedup", filepath.Join(cfg.ServiceDir, name)).Output()
+		if err == nil && strings.TrimSpace(string(o)) == "true" {
+			out = append(out, name)
+		}
+	}
+	return out
 }

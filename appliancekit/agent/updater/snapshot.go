@@ -21,8 +21,11 @@ var snapshotSkip = map[string]bool{".appliancekit": true, "lost+found": true}
 
 // SnapshotResult says what a snapshot cost.
 type SnapshotResult struct {
-	Bytes   int64
-	Seconds float64
+	Bytes         int64
+	Seconds       float64
+	Free          int64 // bytes free on /data before the copy
+	Used          int64 // bytes in use on /data before the copy (the agent's own state too)
+	BudgetPercent int
 }
 
 // TakeSnapshot copies dataDir's entries into dest (replacing an older snapshot).
@@ -43,6 +46,7 @@ func TakeSnapshot(dataDir, dest string, budgetPercent int) (SnapshotResult, erro
 		return SnapshotResult{}, err
 	}
 	free := int64(fs.Bavail) * int64(fs.Bsize)
+	used := (int64(fs.Blocks) - int64(fs.Bfree)) * int64(fs.Bsize)
 	if budgetPercent <= 0 {
 		budgetPercent = 50
 	}
@@ -67,7 +71,7 @@ func TakeSnapshot(dataDir, dest string, budgetPercent int) (SnapshotResult, erro
 		return SnapshotResult{}, err
 	}
 	syscall.Sync()
-	return SnapshotResult{need, time.Since(start).Seconds()}, nil
+	return SnapshotResult{need, time.Since(start).Seconds(), free, used, budgetPercent}, nil
 }
 
 // RestoreSnapshot puts the snapshot's entries back in place of dataDir's (renames).

@@ -170,3 +170,48 @@ func TestSnapshotRestoresData(t *testing.T) {
 		t.Fatal("the agent's own state must stay")
 	}
 }
+
+// A rollback's restore stops the services first (the backup agent, which starts the others,
+// before them), moves /data back, and starts again only the services s6 meant to have up:
+// none of them sees the trial's data after the restore, and none keeps it open.
+func TestPutDataBackStopsTheServicesAroundTheRestore(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	state := filepath.Join(data, ".appliancekit/update")
+	os.MkdirAll(state, 0o755)
+	os.MkdirAll(filepath.Join(data, "db"), 0o755)
+	os.WriteFile(filepath.Join(data, "db/schema"), []byte("v1"), 0o600)
+	log := filepath.Join(dir, "calls")
+	script := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		os.WriteFile(path, []byte("#!/bin/sh\n"+body+"\n"), 0o755)
+		return path
+	}
+	// pdns is up; backup is up; "idle" was built down and nobody started it yet
+	svstat := script("s6-svstat", `case "$3" in */idle) echo false;; *) echo true;; esac`)
+	svc := script("s6-svc", `echo "$* $(cat `+filepath.Join(data, "db/schema")+`)" >> `+log)
+	a := &Agent{cfg: AgentConfig{
+		Services: []string{"pdns", "idle", "backup"}, ServiceDir: "/run/service",
+		DataDir: data, StateDir: state, SvStat: svstat, SvCtl: svc,
+	}}
+	if restored, err := a.putDataBack(); restored || err != nil {
+		t.Fatal("no snapshot: nothing to put back", restored, err)
+	}
+	if _, err := TakeSnapshot(data, a.snapshotDir(), 50); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(data, "db/schema"), []byte("v2-migrated"), 0o600)
+	restored, err := a.putDataBack()
+	if err != nil || !restored {
+		t.Fatal(restored, err)
+	}
+	calls, _ := os.ReadFile(log)
+	want := "-wD -T 20000 -d /run/service/backup v2-migrated\n" +
+		"-wD -T 20000 -d /run/service/idle v2-migrated\n" +
+		"-wD -T 20000 -d /run/service/pdns v2-migrated\n" +
+		"-u /run/service/pdns v1\n" +
+		"-u /run/service/backup v1\n"
+	if string(calls) != want {
+		t.Fatalf("s6-svc calls:\n%s\nwant:\n%s", calls, want)
+	}
+}
