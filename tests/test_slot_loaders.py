@@ -8,6 +8,7 @@ real loaders (systemd-boot under OVMF, U-Boot on QEMU's cubieboard) act on these
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from dataclasses import replace
@@ -239,3 +240,19 @@ def test_tryboot_names_what_the_agent_needs_and_refuses_without_its_module() -> 
     bare = replace(board, kernel=replace(board.kernel, built_modules=()))
     reason = tryboot.slot_switch(bare).refuse_reason()
     assert reason is not None and "tryboot flag" in reason and "refused" in reason
+
+
+def test_cubieboard_trials_get_the_a10_watchdog_from_the_agent() -> None:
+    """sunxi_wdt counts at most 16 s and the kernel does not feed it for anyone, so the agent
+    starts it when a trial begins; the initramfs only loads the module with that timeout."""
+    from appliancekit.boot.initramfs import render_init
+    from appliancekit.boot.slotswitch import render_slots_json
+
+    board = find_board("cubieboard", PROJECT.boards_dir)
+    switch = ubootcount.slot_switch(board)
+    assert switch.watchdog == ubootcount.TRIAL_WATCHDOG
+    assert (switch.watchdog.module, switch.watchdog.armed_by) == ("sunxi_wdt", "agent")
+    assert json.loads(render_slots_json(switch, board))["watchdog"]["armed_by"] == "agent"
+    init = render_init(board, "6.12.118+deb13-armmp", {"boot": 1, "root_a": 2, "root_b": 3, "data": 4})
+    assert 'params="timeout=16"' in init
+    assert "watchdog armed for the trial" not in init and "echo watchdog=0" in init

@@ -49,6 +49,10 @@ class Watchdog:
     timeout_param: str
     timeout_seconds: int
     device: str = "/dev/watchdog"
+    # who starts it in a trial: "initramfs" (it keeps running through the hand-over: its
+    # timeout, or the watchdog core's feeding, outlasts the gap until the agent), or "agent"
+    # (a hardware limit shorter than that gap: the agent starts it when it starts)
+    armed_by: str = "initramfs"
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ def slots_document(switch: SlotSwitch, board: Board) -> dict[str, object]:
             "timeout_param": switch.watchdog.timeout_param,
             "timeout_seconds": switch.watchdog.timeout_seconds,
             "device": switch.watchdog.device,
+            "armed_by": switch.watchdog.armed_by,
         },
         "paths": dict(sorted(switch.paths.items())),
         "table": table,

@@ -46,7 +46,7 @@ from pathlib import Path
 
 from appliancekit.board import Board
 from appliancekit.boot.ethaddr import uboot_script
-from appliancekit.boot.slotswitch import Mechanism, SlotSwitch
+from appliancekit.boot.slotswitch import Mechanism, SlotSwitch, Watchdog
 from appliancekit.errors import UserError
 
 SCRIPT = "boot.scr"
@@ -197,6 +197,16 @@ def boot_files(board: Board, workdir: Path, ethaddr: str | None = None) -> dict[
     return {SCRIPT: script, STATE: state}
 
 
+# The trial watchdog on the A10: sunxi_wdt's hardware counts at most 16 s and the driver
+# declares that as its max_timeout (not max_hw_heartbeat_ms), so the kernel does not feed it
+# on anyone's behalf and a watchdog started in the initramfs would have to be reopened within
+# 16 s of the hand-over, which an emulated boot does not reliably do. The agent starts it when
+# it begins a trial and feeds it often; a hang from then on, the agent's included, resets
+# into the committed slot. Before the agent runs, a panic resets (panic=10) and a boot that
+# never gets there stays up until a power cycle, which boots the old slot.
+TRIAL_WATCHDOG = Watchdog("sunxi_wdt", "timeout", 16, armed_by="agent")
+
+
 def slot_switch(board: Board) -> SlotSwitch:
     return SlotSwitch(
         mechanism=Mechanism.UBOOT_BOOTCOUNT,
@@ -213,5 +223,6 @@ def slot_switch(board: Board) -> SlotSwitch:
         ),
         tries=1,
         state=f"boot:{STATE}",
+        watchdog=TRIAL_WATCHDOG if TRIAL_WATCHDOG.module in board.kernel.modules else None,
         paths={"script": SCRIPT, "state": STATE, "extlinux": EXTLINUX},
     )

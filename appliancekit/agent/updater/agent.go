@@ -176,8 +176,16 @@ func (a *Agent) putDataBack() (bool, error) {
 
 func (a *Agent) trial() {
 	var wd *Watchdog
-	if a.slots.Watchdog != nil && a.boot.WatchdogArmed {
-		wd = OpenWatchdog(a.slots.Watchdog.Device, 5*time.Second)
+	if w := a.slots.Watchdog; w != nil {
+		if w.ArmedBy == "agent" {
+			// opening starts it; a feed every timeout/8 leaves a slow guest most of it
+			every := time.Duration(w.TimeoutSeconds) * time.Second / 8
+			if wd = OpenWatchdog(w.Device, every); wd != nil {
+				logf("trial watchdog %s started (%d s), fed every %s until the trial commits", w.Device, w.TimeoutSeconds, every)
+			}
+		} else if a.boot.WatchdogArmed {
+			wd = OpenWatchdog(w.Device, 5*time.Second)
+		}
 	}
 	logf("trial boot of release %d in slot %s: committing once every service has been up %d s and the health checks pass",
 		a.cfg.Version, a.boot.Slot, a.cfg.CommitAfter)

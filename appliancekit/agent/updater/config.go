@@ -75,6 +75,7 @@ type SlotsConfig struct {
 		Module         string `json:"module"`
 		TimeoutSeconds int    `json:"timeout_seconds"`
 		Device         string `json:"device"`
+		ArmedBy        string `json:"armed_by"` // "initramfs" (or empty) or "agent"
 	} `json:"watchdog"`
 	Paths map[string]string `json:"paths"`
 }
