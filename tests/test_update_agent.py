@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,16 +22,15 @@ from appliancekit.board import find_board
 from appliancekit.build import BuildResult
 from tests.conftest import PROJECT
 from tests.update_helpers import (
+    TAMPER_REFUSALS,
     DeployServer,
+    PowerCut,
     UpdateMachine,
     homepage_releases,
     make_deploy_repo,
-    make_truncated,
-    make_unsigned,
-    make_wrong_board,
-    make_wrongly_signed,
     new_key,
     publish,
+    publish_tampered,
 )
 
 pytestmark = pytest.mark.slow
@@ -110,27 +108,12 @@ def test_v2_is_taken_through_one_trial_and_committed(rig: Rig) -> None:
     assert rig.server.sent < rig.v2.manifest.disk.size // 4
 
 
-@pytest.mark.parametrize(
-    ("tamper", "refusal"),
-    [
-        ("unsigned", "refused: the release is not signed"),
-        ("wrongly signed", "refused: signature does not verify"),
-        ("wrong board", 'refused: release is for board "cubieboard"'),
-        ("truncated", r"release \d+ not written \(will resume\)"),
-    ],
-)
-def test_bad_releases_are_refused_and_v2_keeps_serving(rig: Rig, tamper: str, refusal: str) -> None:
-    since = rig.machine.mark()
+@pytest.mark.parametrize("tamper", list(TAMPER_REFUSALS))
+def test_bad_releases_are_refused_and_v2_keeps_serving(rig: Rig, tamper: str) -> None:
     rig.server.reachable = False  # the agent must never see the good v3 before the damage
-    release = publish(rig.v3.output_dir, rig.repo, rig.key)
-    if tamper == "unsigned":
-        make_unsigned(release)
-    elif tamper == "wrongly signed":
-        make_wrongly_signed(release, rig.other_key)
-    elif tamper == "wrong board":
-        make_wrong_board(release, rig.key, "cubieboard")
-    else:
-        make_truncated(release)
+    refusal = publish_tampered(
+        rig.v3.output_dir, rig.repo, rig.key, rig.other_key, tamper, "cubieboard"
+    )
     since = rig.machine.mark()
     rig.server.reachable = True
     agent_result(rig, refusal, since, 90)
@@ -140,30 +123,7 @@ def test_bad_releases_are_refused_and_v2_keeps_serving(rig: Rig, tamper: str, re
 
 def test_killed_while_downloading_and_while_writing_boots_v2(rig: Rig) -> None:
     m = rig.machine
-    kills: list[str] = []
-
-    def kill_at(stage: str, least: int) -> object:
-        def hook(path: str, sent: int) -> None:
-            if (
-                path.endswith("root.img")
-                and sent >= least
-                and stage not in kills
-                and m.machine is not None
-            ):
-                kills.append(stage)
-                if stage == "writing":
-                    time.sleep(1.0)  # what was sent is being written to slot a
-                m.kill()
-
-        return hook
-
-    def run_until_killed(stage: str) -> None:
-        deadline = time.monotonic() + 2 * BOOT
-        while stage not in kills and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert stage in kills, f"never killed while {stage}:\n{m.serial()[-3000:]}"
-        while m.machine is not None:
-            time.sleep(0.1)
+    cut = PowerCut(m, rig.server)
 
     def boots_v2() -> None:
         since = m.mark()
@@ -172,15 +132,12 @@ def test_killed_while_downloading_and_while_writing_boots_v2(rig: Rig) -> None:
         m.wait_serving("release-two", BOOT)
 
     rig.server.throttle = 64 << 10  # slow enough to be caught in the act
-    # 1: the first range request of the root arrives, before any byte of it is sent
-    rig.server.on_range = kill_at("downloading", 0)
+    cut.arm("downloading")
     publish(rig.v3.output_dir, rig.repo, rig.key)  # a good v3 again
-    run_until_killed("downloading")
-    # 2: part of the root has been sent and written into slot a
-    rig.server.on_range = kill_at("writing", 1)
+    cut.wait("downloading", 2 * BOOT)
+    cut.arm("writing the root")
     boots_v2()
-    run_until_killed("writing")
-    rig.server.on_range = None
+    cut.wait("writing the root", 2 * BOOT)
     rig.server.throttle = None
     boots_v2()
 

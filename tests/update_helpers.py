@@ -181,6 +181,32 @@ def new_key(directory: Path) -> KeyPair:
     return keygen(directory)
 
 
+# What the agent's status line says of each damaged release (issue 12 §5's list).
+TAMPER_REFUSALS = {
+    "unsigned": "refused: the release is not signed",
+    "wrongly signed": "refused: signature does not verify",
+    "wrong board": 'refused: release is for board "{board}"',
+    "truncated": r"release \d+ not written \(will resume\)",
+}
+
+
+def publish_tampered(
+    image_dir: Path, repo: Path, key: KeyPair, other_key: KeyPair, tamper: str, board: str
+) -> str:
+    """Publish `image_dir` signed, damage it as `tamper` (a TAMPER_REFUSALS key; "wrong
+    board" names `board`), and return the refusal the agent must report."""
+    release = publish(image_dir, repo, key)
+    if tamper == "unsigned":
+        make_unsigned(release)
+    elif tamper == "wrongly signed":
+        make_wrongly_signed(release, other_key)
+    elif tamper == "wrong board":
+        make_wrong_board(release, key, board)
+    else:
+        make_truncated(release)
+    return TAMPER_REFUSALS[tamper].format(board=board)
+
+
 # --- the deploy repository over HTTP ----------------------------------------------------
 
 
@@ -266,6 +292,57 @@ class DeployServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# --- power cuts at chosen points of an update ---------------------------------------------
+
+# A boot file's `.new` is held open this long before the cut, so the guest's writeback
+# (dirty_expire 30 s, the flusher every 5 s) has put the half-written file on the FAT.
+BOOT_FILE_HOLD = 36.0
+
+
+class PowerCut:
+    """Pulls the machine's power from inside the deploy server's answer to a range request:
+    "downloading" before the root's first byte is sent, "writing the root" once part of it
+    has been sent and written into the inactive slot, "writing a boot file" while a boot
+    file's NAME.new is open on the boot partition (held BOOT_FILE_HOLD first)."""
+
+    STAGES = ("downloading", "writing the root", "writing a boot file")
+
+    def __init__(self, machine: UpdateMachine, server: DeployServer) -> None:
+        self.machine = machine
+        self.server = server
+        self.done: list[str] = []
+
+    def arm(self, stage: str) -> None:
+        assert stage in self.STAGES, stage
+        self.server.on_range = lambda path, sent: self._maybe_cut(stage, path, sent)
+
+    def _maybe_cut(self, stage: str, path: str, sent: int) -> None:
+        if stage in self.done or self.machine.machine is None:
+            return
+        if stage == "writing a boot file":
+            if "/update/boot/" not in path:
+                return
+            self.done.append(stage)
+            time.sleep(BOOT_FILE_HOLD)
+        else:
+            if not path.endswith("/update/root.img") or sent < (stage == "writing the root"):
+                return
+            self.done.append(stage)
+            if stage == "writing the root":
+                time.sleep(1.0)  # what was sent is being written to the slot
+        self.machine.kill()
+
+    def wait(self, stage: str, timeout: float) -> None:
+        """Until the cut at `stage` has happened and QEMU is gone."""
+        deadline = time.monotonic() + timeout
+        while stage not in self.done and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert stage in self.done, f"never cut while {stage}:\n{self.machine.serial()[-3000:]}"
+        while self.machine.machine is not None:
+            time.sleep(0.1)
+        self.server.on_range = None
 
 
 # --- a machine that reboots like hardware ------------------------------------------------

@@ -3,7 +3,8 @@ per-device settings file, its s6 service, and what minimise must keep for it.
 
 The agent runs as root (it writes partitions, arms the trial boot and reboots) and says so
 with a root_reason, which `appliancekit audit` checks like any service's. It runs nothing
-but minisign, s6-svstat and s6-svc; the services themselves keep their own users.
+but minisign, fsck.fat (on the boot partition, before writing it), s6-svstat and s6-svc;
+the services themselves keep their own users.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from appliancekit import supervisor
 from appliancekit.agent.gobuild import GoBinary
-from appliancekit.agent.packages import MINISIGN
+from appliancekit.agent.packages import FSCK_FAT, MINISIGN
 from appliancekit.board import Board
 from appliancekit.minimise import ClosureRequest
 from appliancekit.recipe import Recipe, Service
@@ -128,6 +129,6 @@ def install_agent(
     tree.add_file(PER_DEVICE_FILES, listed + f"{UPDATE_ENV} 0 0 0600\n".encode())
     request = supervisor.install(tree, [agent_service()], {"root": ROOT_USER})
     return ClosureRequest(
-        executables=(*request.executables, MINISIGN, SVSTAT, SVC, *SVC_WAIT),
+        executables=(*request.executables, MINISIGN, FSCK_FAT, SVSTAT, SVC, *SVC_WAIT),
         origin="update agent",
     )

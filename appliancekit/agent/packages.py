@@ -1,5 +1,7 @@
 """The Debian packages the update agent needs in every root: minisign (it verifies release
-signatures; the agent never does its own cryptography).
+signatures; the agent never does its own cryptography) and dosfstools (fsck.fat repairs a
+boot partition the power was cut from while it was written, before the agent writes it
+again).
 
 They do not depend on the recipe, so they are pinned once per (suite, architecture) in a
 lock of their own, appliancekit/agent/debian-SUITE-ARCH.lock (same format as a recipe's),
@@ -31,9 +33,10 @@ from appliancekit.sources.debian_lock import (
     write_lock,
 )
 
-AGENT_PACKAGES = ("minisign",)
+AGENT_PACKAGES = ("minisign", "dosfstools")
 LOCK_DIR = Path(__file__).resolve().parent
 MINISIGN = "/usr/bin/minisign"
+FSCK_FAT = "/usr/sbin/fsck.fat"  # the agent's disk.go names the same path
 
 
 def agent_lock_path(suite: str, arch: str) -> Path:

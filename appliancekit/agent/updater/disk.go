@@ -5,13 +5,18 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 )
+
+// FsckFat is dosfstools' checker, kept in every root with the agent (agent/packages.py).
+const FsckFat = "/usr/sbin/fsck.fat"
 
 // FindPartition returns /dev/NAME of the partition called name (GPT) or numbered number.
 func FindPartition(cfg SlotsConfig, name string, number int) (string, error) {
@@ -73,11 +78,77 @@ func MountPartition(cfg SlotsConfig, name string, number int, under string, rw b
 	flags := uintptr(syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_NOEXEC)
 	if !rw {
 		flags |= syscall.MS_RDONLY
+	} else {
+		repairFat(dev)
 	}
 	if err := syscall.Mount(dev, dir, "vfat", flags, "flush"); err != nil {
 		return nil, fmt.Errorf("mount %s: %v", dev, err)
 	}
+	if rw {
+		dropSalvaged(dir)
+	}
 	return &BootMount{Dev: dev, Dir: dir, rw: rw}, nil
+}
+
+// repairFat checks an unmounted FAT before it is written. A power cut while the agent (or
+// U-Boot) wrote it leaves the dirty bit set and clusters that a half-written file had
+// taken allocated to no file: on a 64 MiB ESP that is room for one boot file fewer, and
+// the next write of it fails with ENOSPC for good. fsck.fat -a frees nothing itself: it
+// salvages such chains into FSCKnnnn.REC files, which dropSalvaged removes.
+func repairFat(dev string) {
+	if isMounted(dev) {
+		return // checking a mounted FAT would race its writer
+	}
+	out, err := exec.Command(FsckFat, "-a", "-w", dev).CombinedOutput()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit) && exit.ExitCode() == 1: // errors found and repaired
+		logf("%s was not cleanly unmounted (a power cut?): fsck.fat repaired it: %s", dev, fsckReport(out))
+	default:
+		logf("fsck.fat %s: %v: %s", dev, err, fsckReport(out))
+	}
+}
+
+// fsckReport is fsck.fat's output on one console line, less its banner and its notes
+// about code pages (the sealed root has no iconv modules; it uses its own CP850 table).
+func fsckReport(out []byte) string {
+	var kept []string
+	for _, line := range strings.Split(string(out), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "",
+			strings.HasPrefix(line, "fsck.fat "),
+			strings.HasPrefix(line, "Cannot initialize conversion"),
+			strings.HasPrefix(line, "Using internal CP850"):
+			continue
+		}
+		kept = append(kept, line)
+	}
+	return strings.Join(kept, "; ")
+}
+
+// dropSalvaged removes the chains fsck.fat salvaged into the FAT's root. Every file on a
+// boot partition is written whole and renamed into place (NAME.new, then NAME), so a chain
+// no file owned was always the unfinished copy of a file that is still there, or rewritten.
+func dropSalvaged(dir string) {
+	salvaged, _ := filepath.Glob(filepath.Join(dir, "FSCK*.REC"))
+	salvagedLower, _ := filepath.Glob(filepath.Join(dir, "fsck*.rec"))
+	for _, path := range append(salvaged, salvagedLower...) {
+		if st, err := os.Stat(path); err == nil && os.Remove(path) == nil {
+			logf("removed %s: %d bytes of a file cut short", filepath.Base(path), st.Size())
+		}
+	}
+}
+
+func isMounted(dev string) bool {
+	data, _ := os.ReadFile("/proc/self/mounts")
+	for _, line := range strings.Split(string(data), "\n") {
+		if fields := strings.Fields(line); len(fields) > 0 && fields[0] == dev {
+			return true
+		}
+	}
+	return false
 }
 
 // Close syncs and unmounts.

@@ -249,6 +249,11 @@ func WriteBootFile(f *Fetcher, rel Release, a Artefact, dir, runningDir string) 
 	if err := out.Truncate(a.Size); err != nil {
 		return 0, err
 	}
+	// The clusters just taken, and the directory entry that owns them, reach the disk now:
+	// a power cut from here on leaves a NAME.new to resume, not a chain no file owns.
+	if err := out.Sync(); err != nil {
+		return 0, err
+	}
 	var running io.ReaderAt
 	if rf, err := os.Open(filepath.Join(runningDir, a.Name)); err == nil {
 		defer rf.Close()
