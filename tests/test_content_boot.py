@@ -1,6 +1,6 @@
-"""Content from git in a booted appliance (issue 12 §4): homepage on qemu-virt-arm64 takes
-its site from a git branch served by `git http-backend` on the host, one boot through every
-scenario in turn. The device is in signed mode from the start (site_signer), so the good
+"""Content from git in a booted appliance (issue 12 §4): homepage on qemu-virt-arm64,
+ec2-x86_64 and cubieboard takes its site from a git branch served by `git http-backend` on
+the host, one boot per board through every scenario in turn. The device is in signed mode from the start (site_signer), so the good
 commits are signed, and an unsigned one is refused like a bad one.
 
 Timing is not asserted (bench/content_sync.py measures sync latency against the interval):
@@ -25,11 +25,14 @@ DEADLINE = 120  # per step, under TCG on a loaded machine
 
 
 @pytest.mark.slow
-def test_homepage_serves_its_site_from_git(appliances: ApplianceCache, tmp_path: Path) -> None:
-    image = appliances.build("homepage", "qemu-virt-arm64").output_dir
+@pytest.mark.parametrize("board_name", ["qemu-virt-arm64", "ec2-x86_64", "cubieboard"])
+def test_homepage_serves_its_site_from_git(
+    appliances: ApplianceCache, tmp_path: Path, board_name: str
+) -> None:
+    image = appliances.build("homepage", board_name).output_dir
     manifest = read_manifest(image)
     assert manifest is not None
-    board = find_board("qemu-virt-arm64", PROJECT.boards_dir)
+    board = find_board(board_name, PROJECT.boards_dir)
     key = ssh_key(tmp_path, "publisher")
     signed = signing_args(key)
     repo = Repo(tmp_path)

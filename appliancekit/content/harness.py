@@ -57,7 +57,7 @@ class ContentMachine:
     def __enter__(self) -> ContentMachine:
         self._stack.enter_context(self.machine)
         self.machine.start()
-        self.machine.wait_for_serial(HANDOVER, 300)
+        self.machine.wait_for_serial(HANDOVER, 600)  # cubieboard under TCG on a loaded machine
         if FATAL.search(self.machine.serial_text()):
             raise AssertionError("boot failed:\n" + self.machine.failure_tail())
         return self
