@@ -10,7 +10,10 @@ in the boot that ended, and boots the partition autoboot.txt then names ([tryboo
 otherwise [all]).
 
 One appliance (homepage v1) boots once: v2 is taken through one tryboot trial and committed
-into autoboot.txt's [all]; v3, whose nginx does not start, gets its one tryboot trial, and
+into autoboot.txt's [all]; the power is cut while v3 downloads, while its root is written and
+while a boot file is written into slot a's boot partition (its NAME.new is seen there), and
+each time the firmware boots v2's partition (a power cut clears the tryboot flag, so the
+stand-in starts without it); v3, whose nginx does not start, gets its one tryboot trial, and
 the next reset, without the flag, boots v2's partition again with no help from outside.
 """
 
@@ -25,9 +28,10 @@ import pytest
 from appliancekit.board import find_board
 from appliancekit.boot import tryboot
 from tests.conftest import PROJECT
-from tests.slot_support import boot_fat
+from tests.slot_support import Fat, boot_fat
 from tests.update_helpers import (
     DeployServer,
+    PowerCut,
     UpdateMachine,
     homepage_releases,
     make_deploy_repo,
@@ -38,6 +42,11 @@ from tests.update_helpers import (
 pytestmark = pytest.mark.slow
 BOARD = "rpi4"
 BOOT = 900.0  # generous: TCG on a shared, loaded machine
+
+
+def slot_boot_partition(m: UpdateMachine, slot: str) -> Fat:
+    """The slot's own boot partition (ak-boot-a or ak-boot-b), where the agent writes its files."""
+    return Fat(m.disk, m.manifest.partition(tryboot.slot_partition_name(slot)).offset)
 
 
 def agent_result(m: UpdateMachine, pattern: str, since: int, timeout: float) -> str:
@@ -87,10 +96,30 @@ def test_updates_itself_through_tryboot_and_falls_back_without_the_flag(tmp_path
             assert counts == sorted(counts) and counts[-1] >= 2, counts  # /data kept
             lap("v2 committed")
 
-            # v3 crashes at start: one tryboot trial; the agent reboots without the flag
-            # and the firmware boots [all]'s partition, v2's, by itself
+            # power cuts while v3 downloads, while its root is written and while a boot file
+            # is written into ak-boot-a: each time the firmware boots [all]'s partition, v2's
+            cut = PowerCut(m, server)
+            server.throttle = 64 << 10  # slow enough to be caught in the act
+            for stage in PowerCut.STAGES:
+                cut.arm(stage)
+                if stage == "downloading":
+                    publish(v3.output_dir, repo, key)
+                elif stage == "writing a boot file":
+                    server.throttle = None
+                cut.wait(stage, 2 * BOOT)
+                if stage == "writing a boot file":
+                    left = slot_boot_partition(m, "a").listdir("")
+                    assert any(n.endswith(".new") for n in left), left
+                since = m.mark()
+                m.start()
+                m.wait_for(r"appliancekit: slot b \(root hash", since, BOOT)
+                m.wait_serving("release-two", BOOT)
+                lap(f"cut while {stage}, v2 serving again")
+            assert m.tryboots == 1  # none of those boots was a trial
+
+            # v3, written at last, crashes at start: one tryboot trial; the agent reboots
+            # without the flag and the firmware boots [all]'s partition, v2's, by itself
             since = m.mark()
-            publish(v3.output_dir, repo, key)
             m.wait_for(r"ak-update: trial boot of release \d+ in slot a", since, BOOT)
             m.wait_for(r"ak-update: [^\n]*trial of release \d+ failed", since, BOOT)
             line = agent_result(
@@ -119,4 +148,6 @@ def test_updates_itself_through_tryboot_and_falls_back_without_the_flag(tmp_path
     # autoboot.txt as the agent left it: slot b's partition committed, no trial armed
     autoboot = tryboot.parse_autoboot(boot_fat(m.disk, m.manifest).read(tryboot.AUTOBOOT).decode())
     assert autoboot == tryboot.Autoboot(committed=tryboot.slot_partition("b")), autoboot
+    left = slot_boot_partition(m, "a").listdir("")
+    assert not [n for n in left if n.endswith(".new")], left
     print(f"{BOARD}: " + "; ".join(laps))
