@@ -1,4 +1,5 @@
-"""Update figures (issue 12 §6), measured in one run on qemu-virt-arm64:
+"""Update figures (issue 12 §6), measured in one run on one board (qemu-virt-arm64 unless
+--board says otherwise):
 
 - bytes the agent downloads for an update (v1 -> v2, changed homepage content), against the
   compressed image a reflash would download and against the bytes that really changed;
@@ -7,7 +8,7 @@
 - publish to served (v2 committed to the deploy repository to the first v2 answer),
   against the poll interval.
 
-    .venv/bin/python -m bench.update [--interval 5] [--json]
+    .venv/bin/python -m bench.update [--board qemu-virt-arm64] [--interval 5] [--json]
 
 Builds (warm cache) are not timed. The machine's other load falls on figure and baseline
 alike only roughly: both boots are in the same run, minutes apart.
@@ -39,7 +40,7 @@ from tests.update_helpers import (  # noqa: E402
     publish,
 )
 
-BOARD = "qemu-virt-arm64"
+DEFAULT_BOARD = "qemu-virt-arm64"
 V1, V2 = "Served by appliancekit", V2_MARKER
 
 
@@ -54,17 +55,17 @@ def changed_bytes(a: Path, b: Path) -> int:
             changed += abs(len(x) - len(y)) + sum(1 for i, j in zip(x, y, strict=False) if i != j)
 
 
-def run(interval: int, work: Path) -> list[Figure]:
+def run(interval: int, work: Path, board: str = DEFAULT_BOARD) -> list[Figure]:
     project = Project(REPO)
     key = new_key(work / "key")
-    v1, v2 = homepage_v1_v2(project, BOARD, work, key, time.time())
+    v1, v2 = homepage_v1_v2(project, board, work, key, time.time())
     repo = make_deploy_repo(work / "deploy")
     # what changed, measured on the published artefacts of both releases
     old = publish(v1.output_dir, make_deploy_repo(work / "old"), key)
     with DeployServer(repo) as server:
         machine = UpdateMachine(
             v1.output_dir,
-            find_board(BOARD, project.boards_dir),
+            find_board(board, project.boards_dir),
             work / "machine",
             {"update_url": server.guest_url, "update_interval": str(interval)},
         )
@@ -127,11 +128,12 @@ def run(interval: int, work: Path) -> list[Figure]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--board", default=DEFAULT_BOARD)
     parser.add_argument("--interval", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-update-") as tmp:
-        figures = run(args.interval, Path(tmp))
+        figures = run(args.interval, Path(tmp), args.board)
     if args.json:
         print(json.dumps([f.to_json() for f in figures], indent=2))
     else:
