@@ -76,9 +76,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory):
 
 
 def agent_result(rig: Rig, pattern: str, since: int, timeout: float = 60.0) -> str:
-    """Wait for the agent's console status line whose last result matches `pattern`."""
-    found = rig.machine.wait_for(rf"ak-update: status: [^\n]*?: ({pattern})[^\n]*", since, timeout)
-    return found.group(0)
+    return rig.machine.agent_result(pattern, since, timeout)
 
 
 def test_v1_boots_and_waits_for_a_release(rig: Rig) -> None:

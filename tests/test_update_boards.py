@@ -24,7 +24,6 @@ need the firmware stand-in there.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -36,8 +35,9 @@ from tests.slot_support import boot_fat
 from tests.update_helpers import (
     TAMPER_REFUSALS,
     DeployServer,
-    PowerCut,
+    Laps,
     UpdateMachine,
+    cut_power_at_every_stage,
     homepage_releases,
     make_deploy_repo,
     new_key,
@@ -50,12 +50,6 @@ BOARDS = ["ec2-x86_64", "cubieboard"]
 BOOT = 900.0  # generous: TCG on a shared, loaded machine (cubieboard's SD card is slow)
 
 
-def agent_result(m: UpdateMachine, pattern: str, since: int, timeout: float) -> str:
-    """The agent's console status line whose last result matches `pattern`."""
-    found = m.wait_for(rf"ak-update: status: [^\n]*?: ({pattern})[^\n]*", since, timeout)
-    return found.group(0)
-
-
 @pytest.mark.timeout(5400)  # ec2-x86_64: 874 s under load 20 on 2 cores before the cuts
 @pytest.mark.parametrize("board_name", BOARDS)
 def test_updates_itself_and_rolls_back_through_the_loader(board_name: str, tmp_path: Path) -> None:
@@ -65,7 +59,6 @@ def test_updates_itself_and_rolls_back_through_the_loader(board_name: str, tmp_p
     v1, v2, v3 = homepage_releases(PROJECT, board_name, tmp_path, key)
     assert v1.manifest.slot_switch == v3.manifest.slot_switch != "initramfs"
     repo = make_deploy_repo(tmp_path / "deploy")
-    times: list[str] = []
     with DeployServer(repo) as server:
         m = UpdateMachine(
             v1.output_dir,
@@ -73,17 +66,12 @@ def test_updates_itself_and_rolls_back_through_the_loader(board_name: str, tmp_p
             tmp_path / "machine",
             {"update_url": server.guest_url, "update_interval": "3"},
         )
-        started = time.monotonic()
-
-        def lap(what: str) -> None:
-            times.append(f"{what}: {time.monotonic() - started:.0f} s")
-            print(f"{board_name}: {times[-1]}")
-
+        lap = Laps(board_name)
         m.start()
         try:
             # v1 boots and finds nothing to do
             m.wait_serving("Served by appliancekit", BOOT)
-            line = agent_result(m, "no release published", 0, BOOT)
+            line = m.agent_result("no release published", 0, BOOT)
             assert "slot a" in line and "failed releases: none" in line
             lap("v1 serving")
 
@@ -93,7 +81,7 @@ def test_updates_itself_and_rolls_back_through_the_loader(board_name: str, tmp_p
             m.wait_for(r"ak-update: release \d+ written to slot b and verified", since, BOOT)
             m.wait_for(r"ak-update: trial boot of release \d+ in slot b", since, BOOT)
             m.wait_serving("release-two", BOOT)
-            agent_result(m, r"committed release \d+ in slot b", since, BOOT)
+            m.agent_result(r"committed release \d+ in slot b", since, BOOT)
             lap("v2 committed")
             serial = m.serial()
             if board_name == "cubieboard":  # boot.scr's own line: the loader chose slot b
@@ -116,43 +104,32 @@ def test_updates_itself_and_rolls_back_through_the_loader(board_name: str, tmp_p
                 )
                 since = m.mark()
                 server.reachable = True
-                agent_result(m, refusal, since, 90)
+                m.agent_result(refusal, since, 90)
             since = m.mark()
             server.reachable = False
-            agent_result(m, "repository unreachable", since, 90)
+            m.agent_result("repository unreachable", since, 90)
             assert "release-two" in m.http_get("/")
             assert "rebooting" not in m.serial()[since:]
             lap("refusals")
 
             # power cuts while v3 downloads, while its root is written and while a boot
             # file is: each time the loader starts v2 from slot b, untouched
-            cut = PowerCut(m, server)
-            server.throttle = 64 << 10  # slow enough to be caught in the act
-            for stage in PowerCut.STAGES:
-                cut.arm(stage)
-                if stage == "downloading":
-                    publish(v3.output_dir, repo, key)  # a good v3 again
-                    server.reachable = True
-                elif stage == "writing a boot file":
-                    server.throttle = None
-                cut.wait(stage, 2 * BOOT)
-                if stage == "writing a boot file":  # the cut left the half-written file
-                    slot_a = v1.manifest.slot("a").boot_dir
-                    left = boot_fat(m.disk, m.manifest).listdir(slot_a)
-                    assert any(n.endswith(".new") for n in left), left
-                since = m.mark()
-                m.start()
-                m.wait_for(r"appliancekit: slot b \(root hash", since, BOOT)
-                m.wait_serving("release-two", BOOT)
-                lap(f"cut while {stage}, v2 serving again")
+            def publish_v3() -> None:
+                publish(v3.output_dir, repo, key)  # a good v3 again
+                server.reachable = True
+
+            def slot_a_boot_files() -> list[str]:
+                return boot_fat(m.disk, m.manifest).listdir(v1.manifest.slot("a").boot_dir)
+
+            cut_power_at_every_stage(m, server, publish_v3, slot_a_boot_files, lap, BOOT)
 
             # v3, written at last (resuming what the cuts left), crashes at start: one
             # trial, then the loader goes back to slot b by itself
             since = m.mark()
             m.wait_for(r"ak-update: trial boot of release \d+ in slot a", since, BOOT)
             m.wait_for(r"ak-update: [^\n]*trial of release \d+ failed", since, BOOT)
-            line = agent_result(
-                m, r"rolled back: release \d+ in slot a did not commit", since, BOOT
+            line = m.agent_result(
+                r"rolled back: release \d+ in slot a did not commit", since, BOOT
             )
             version, root = v3.manifest.source_date_epoch, v3.manifest.verity.root_hash
             assert f"failed releases: {version} ({root[:12]})" in line
@@ -170,7 +147,7 @@ def test_updates_itself_and_rolls_back_through_the_loader(board_name: str, tmp_p
                 leases = re.findall(r"appliancekit: eth0: (\S+)", serial)
                 assert len(macs) == 1 and len(leases) >= 4 and set(leases) == {leases[0]}, leases
             since = m.mark()
-            agent_result(m, r"refused: release \d+ failed here before", since, 90)
+            m.agent_result(r"refused: release \d+ failed here before", since, 90)
             lap("v3 rolled back")
         finally:
             m.kill()
@@ -185,4 +162,4 @@ def test_updates_itself_and_rolls_back_through_the_loader(board_name: str, tmp_p
         assert (state.slot, state.upgrade_available) == ("b", False), state
     else:
         assert fat.listdir(sdboot.ENTRIES_DIR) == ["ak-slot-b.conf"]
-    print(f"{board_name}: " + "; ".join(times))
+    print(lap.summary())

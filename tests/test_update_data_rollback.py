@@ -158,11 +158,6 @@ def wait_until(what: str, check, timeout: float, m: UpdateMachine):  # type: ign
         time.sleep(2)
 
 
-def agent_result(m: UpdateMachine, pattern: str, since: int, timeout: float) -> str:
-    found = m.wait_for(rf"ak-update: status: [^\n]*?: ({pattern})[^\n]*", since, timeout)
-    return found.group(0)
-
-
 @pytest.mark.timeout(3600)
 def test_v2_migrates_the_database_fails_its_trial_and_v1_gets_its_data_back(
     tmp_path: Path,
@@ -200,7 +195,7 @@ def test_v2_migrates_the_database_fails_its_trial_and_v1_gets_its_data_back(
 def run(m: UpdateMachine, api_key: str, repo: Path, key, v2, started: float) -> None:  # type: ignore[no-untyped-def]
     booted = time.monotonic()
     # --- v1: a zone and its records through the API; they answer over UDP and TCP
-    agent_result(m, "no release published", 0, BOOT)
+    m.agent_result("no release published", 0, BOOT)
     wait_until("the API", lambda: api(m, api_key, "GET", API), BOOT, m)
     api(m, api_key, "POST", API, {"name": ZONE, "kind": "Native", "nameservers": [f"ns1.{ZONE}"]})
     rrsets = [
@@ -245,7 +240,7 @@ def run(m: UpdateMachine, api_key: str, repo: Path, key, v2, started: float) -> 
     restore = m.wait_for(
         r"ak-update: /data put back from before the trial in ([\d.]+) s", fell_back.end(), BOOT
     )
-    line = agent_result(m, r"rolled back: release \d+ in slot b did not commit", since, BOOT)
+    line = m.agent_result(r"rolled back: release \d+ in slot b did not commit", since, BOOT)
     assert "/data restored from before the trial" in line
     v2m = v2.manifest
     assert f"failed releases: {v2m.source_date_epoch} ({v2m.verity.root_hash[:12]})" in line
@@ -273,7 +268,7 @@ def run(m: UpdateMachine, api_key: str, repo: Path, key, v2, started: float) -> 
     # any start of v1's pdns before the restore met the migrated file
     early = rollback[: restore.start() - fell_back.end()]
     raced = "no such table: records" in early
-    agent_result(m, r"refused: release \d+ failed here before", fell_back.end(), 90)
+    m.agent_result(r"refused: release \d+ failed here before", fell_back.end(), 90)
 
     print(
         f"dns /data rollback: snapshot {kept.group(1)} bytes in {kept.group(2)} s "

@@ -20,7 +20,6 @@ the next reset, without the flag, boots v2's partition again with no help from o
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -31,8 +30,9 @@ from tests.conftest import PROJECT
 from tests.slot_support import Fat, boot_fat
 from tests.update_helpers import (
     DeployServer,
-    PowerCut,
+    Laps,
     UpdateMachine,
+    cut_power_at_every_stage,
     homepage_releases,
     make_deploy_repo,
     new_key,
@@ -49,11 +49,6 @@ def slot_boot_partition(m: UpdateMachine, slot: str) -> Fat:
     return Fat(m.disk, m.manifest.partition(tryboot.slot_partition_name(slot)).offset)
 
 
-def agent_result(m: UpdateMachine, pattern: str, since: int, timeout: float) -> str:
-    found = m.wait_for(rf"ak-update: status: [^\n]*?: ({pattern})[^\n]*", since, timeout)
-    return found.group(0)
-
-
 @pytest.mark.timeout(3600)
 def test_updates_itself_through_tryboot_and_falls_back_without_the_flag(tmp_path: Path) -> None:
     board = find_board(BOARD, PROJECT.boards_dir)
@@ -61,7 +56,6 @@ def test_updates_itself_through_tryboot_and_falls_back_without_the_flag(tmp_path
     v1, v2, v3 = homepage_releases(PROJECT, BOARD, tmp_path, key)
     assert v1.manifest.slot_switch == "rpi-tryboot"
     repo = make_deploy_repo(tmp_path / "deploy")
-    laps: list[str] = []
     with DeployServer(repo) as server:
         m = UpdateMachine(
             v1.output_dir,
@@ -69,16 +63,11 @@ def test_updates_itself_through_tryboot_and_falls_back_without_the_flag(tmp_path
             tmp_path / "machine",
             {"update_url": server.guest_url, "update_interval": "3"},
         )
-        started = time.monotonic()
-
-        def lap(what: str) -> None:
-            laps.append(f"{what}: {time.monotonic() - started:.0f} s")
-            print(f"{BOARD}: {laps[-1]}")
-
+        lap = Laps(BOARD)
         m.start()
         try:
             m.wait_serving("Served by appliancekit", BOOT)
-            line = agent_result(m, "no release published", 0, BOOT)
+            line = m.agent_result("no release published", 0, BOOT)
             assert "slot a" in line
             lap("v1 serving")
 
@@ -91,30 +80,20 @@ def test_updates_itself_through_tryboot_and_falls_back_without_the_flag(tmp_path
             m.wait_for(r"ak-update: trial boot of release \d+ in slot b", since, BOOT)
             assert m.tryboots == 1
             m.wait_serving("release-two", BOOT)
-            agent_result(m, r"committed release \d+ in slot b", since, BOOT)
+            m.agent_result(r"committed release \d+ in slot b", since, BOOT)
             counts = [int(n) for n in re.findall(r"boot number (\d+)", m.serial())]
             assert counts == sorted(counts) and counts[-1] >= 2, counts  # /data kept
             lap("v2 committed")
 
             # power cuts while v3 downloads, while its root is written and while a boot file
             # is written into ak-boot-a: each time the firmware boots [all]'s partition, v2's
-            cut = PowerCut(m, server)
-            server.throttle = 64 << 10  # slow enough to be caught in the act
-            for stage in PowerCut.STAGES:
-                cut.arm(stage)
-                if stage == "downloading":
-                    publish(v3.output_dir, repo, key)
-                elif stage == "writing a boot file":
-                    server.throttle = None
-                cut.wait(stage, 2 * BOOT)
-                if stage == "writing a boot file":
-                    left = slot_boot_partition(m, "a").listdir("")
-                    assert any(n.endswith(".new") for n in left), left
-                since = m.mark()
-                m.start()
-                m.wait_for(r"appliancekit: slot b \(root hash", since, BOOT)
-                m.wait_serving("release-two", BOOT)
-                lap(f"cut while {stage}, v2 serving again")
+            def publish_v3() -> None:
+                publish(v3.output_dir, repo, key)
+
+            def slot_a_boot_files() -> list[str]:
+                return slot_boot_partition(m, "a").listdir("")
+
+            cut_power_at_every_stage(m, server, publish_v3, slot_a_boot_files, lap, BOOT)
             assert m.tryboots == 1  # none of those boots was a trial
 
             # v3, written at last, crashes at start: one tryboot trial; the agent reboots
@@ -122,8 +101,8 @@ def test_updates_itself_through_tryboot_and_falls_back_without_the_flag(tmp_path
             since = m.mark()
             m.wait_for(r"ak-update: trial boot of release \d+ in slot a", since, BOOT)
             m.wait_for(r"ak-update: [^\n]*trial of release \d+ failed", since, BOOT)
-            line = agent_result(
-                m, r"rolled back: release \d+ in slot a did not commit", since, BOOT
+            line = m.agent_result(
+                r"rolled back: release \d+ in slot a did not commit", since, BOOT
             )
             version, root = v3.manifest.source_date_epoch, v3.manifest.verity.root_hash
             assert f"failed releases: {version} ({root[:12]})" in line
@@ -150,4 +129,4 @@ def test_updates_itself_through_tryboot_and_falls_back_without_the_flag(tmp_path
     assert autoboot == tryboot.Autoboot(committed=tryboot.slot_partition("b")), autoboot
     left = slot_boot_partition(m, "a").listdir("")
     assert not [n for n in left if n.endswith(".new")], left
-    print(f"{BOARD}: " + "; ".join(laps))
+    print(lap.summary())

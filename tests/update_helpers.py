@@ -345,6 +345,55 @@ class PowerCut:
         self.server.on_range = None
 
 
+def cut_power_at_every_stage(
+    m: UpdateMachine,
+    server: DeployServer,
+    publish_v3: Callable[[], None],
+    slot_a_boot_files: Callable[[], list[str]],
+    lap: Callable[[str], None],
+    boot_timeout: float,
+) -> None:
+    """With v2 serving from slot b: v3 is published (`publish_v3`) and the power is cut at
+    each PowerCut stage in turn; after each, the machine is started again and must boot
+    slot b and serve v2. After the boot-file cut, `slot_a_boot_files()` (the names on slot
+    a's boot directory or partition, read from the disk) must show the half-written
+    NAME.new. v3 is left to be written at last by the next boot's agent."""
+    cut = PowerCut(m, server)
+    server.throttle = 64 << 10  # slow enough to be caught in the act
+    for stage in PowerCut.STAGES:
+        cut.arm(stage)
+        if stage == "downloading":
+            publish_v3()
+        elif stage == "writing a boot file":
+            server.throttle = None  # the cut waits in the boot file's range answer
+        cut.wait(stage, 2 * boot_timeout)
+        if stage == "writing a boot file":
+            left = slot_a_boot_files()
+            assert any(n.endswith(".new") for n in left), left
+        since = m.mark()
+        m.start()
+        m.wait_for(r"appliancekit: slot b \(root hash", since, boot_timeout)
+        m.wait_serving(V2_MARKER, boot_timeout)
+        lap(f"cut while {stage}, v2 serving again")
+    server.throttle = None
+
+
+class Laps:
+    """Seconds since a scenario started, printed as each step ends (pytest -s)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.started = time.monotonic()
+        self.laps: list[str] = []
+
+    def __call__(self, what: str) -> None:
+        self.laps.append(f"{what}: {time.monotonic() - self.started:.0f} s")
+        print(f"{self.label}: {self.laps[-1]}")
+
+    def summary(self) -> str:
+        return f"{self.label}: " + "; ".join(self.laps)
+
+
 # --- a machine that reboots like hardware ------------------------------------------------
 
 
@@ -444,6 +493,11 @@ class UpdateMachine:
 
     def mark(self) -> int:
         return len(self.serial())
+
+    def agent_result(self, pattern: str, since: int, timeout: float) -> str:
+        """The agent's console status line (after `since`) whose last result matches."""
+        found = self.wait_for(rf"ak-update: status: [^\n]*?: ({pattern})[^\n]*", since, timeout)
+        return found.group(0)
 
     def wait_for(self, pattern: str, since: int, timeout: float) -> re.Match[str]:
         """Wait for a regex on the serial console after offset `since`."""
