@@ -85,6 +85,10 @@ def trial_timeout(recipe: Recipe) -> int:
     return int(max(slowest, 60.0)) + COMMIT_AFTER_SECONDS + 30
 
 
+# the agent.json keys that name a program the agent runs: minimise keeps each of them
+TOOL_KEYS = ("minisign", "fsck_fat", "s6_svstat", "s6_svc")
+
+
 def agent_config(
     recipe: Recipe, board: Board, update_key: str | None, epoch: int
 ) -> dict[str, object]:
@@ -103,6 +107,7 @@ def agent_config(
         "settings_file": UPDATE_ENV,
         "ports": sorted(recipe.ports),
         "minisign": MINISIGN,
+        "fsck_fat": FSCK_FAT,
         "s6_svstat": SVSTAT,
         "s6_svc": SVC,
         "snapshot_budget_percent": SNAPSHOT_BUDGET_PERCENT,
@@ -129,6 +134,10 @@ def install_agent(
     tree.add_file(PER_DEVICE_FILES, listed + f"{UPDATE_ENV} 0 0 0600\n".encode())
     request = supervisor.install(tree, [agent_service()], {"root": ROOT_USER})
     return ClosureRequest(
-        executables=(*request.executables, MINISIGN, FSCK_FAT, SVSTAT, SVC, *SVC_WAIT),
+        executables=(
+            *request.executables,
+            *(str(config[key]) for key in TOOL_KEYS),
+            *SVC_WAIT,
+        ),
         origin="update agent",
     )

@@ -36,7 +36,7 @@ from appliancekit.sources.debian_lock import (
 AGENT_PACKAGES = ("minisign", "dosfstools")
 LOCK_DIR = Path(__file__).resolve().parent
 MINISIGN = "/usr/bin/minisign"
-FSCK_FAT = "/usr/sbin/fsck.fat"  # the agent's disk.go names the same path
+FSCK_FAT = "/usr/sbin/fsck.fat"  # agent.json's fsck_fat: the agent runs it from there
 
 
 def agent_lock_path(suite: str, arch: str) -> Path:

@@ -46,6 +46,7 @@ type AgentConfig struct {
 	SettingsFile    string   `json:"settings_file"`
 	DeclaredPorts   []int    `json:"ports"`
 	Minisign        string   `json:"minisign"`
+	FsckFat         string   `json:"fsck_fat"`
 	SvStat          string   `json:"s6_svstat"`
 	SvCtl           string   `json:"s6_svc"`
 	SnapshotPercent int      `json:"snapshot_budget_percent"`
@@ -78,6 +79,9 @@ type SlotsConfig struct {
 		ArmedBy        string `json:"armed_by"` // "initramfs" (or empty) or "agent"
 	} `json:"watchdog"`
 	Paths map[string]string `json:"paths"`
+	// FsckFat is agent.json's fsck_fat, copied here by main: every read-write mount of a
+	// FAT goes through this config, and agent.json is the one place tool paths are named.
+	FsckFat string `json:"-"`
 }
 
 func loadJSON(path string, v interface{}) error {

@@ -15,9 +15,6 @@ import (
 	"syscall"
 )
 
-// FsckFat is dosfstools' checker, kept in every root with the agent (agent/packages.py).
-const FsckFat = "/usr/sbin/fsck.fat"
-
 // FindPartition returns /dev/NAME of the partition called name (GPT) or numbered number.
 func FindPartition(cfg SlotsConfig, name string, number int) (string, error) {
 	uevents, _ := filepath.Glob("/sys/class/block/*/uevent")
@@ -79,7 +76,7 @@ func MountPartition(cfg SlotsConfig, name string, number int, under string, rw b
 	if !rw {
 		flags |= syscall.MS_RDONLY
 	} else {
-		repairFat(dev)
+		repairFat(cfg.FsckFat, dev)
 	}
 	if err := syscall.Mount(dev, dir, "vfat", flags, "flush"); err != nil {
 		return nil, fmt.Errorf("mount %s: %v", dev, err)
@@ -95,11 +92,15 @@ func MountPartition(cfg SlotsConfig, name string, number int, under string, rw b
 // taken allocated to no file: on a 64 MiB ESP that is room for one boot file fewer, and
 // the next write of it fails with ENOSPC for good. fsck.fat -a frees nothing itself: it
 // salvages such chains into FSCKnnnn.REC files, which dropSalvaged removes.
-func repairFat(dev string) {
+func repairFat(fsckFat, dev string) {
+	if fsckFat == "" {
+		logf("%s: not checked before writing: agent.json names no fsck_fat", dev)
+		return
+	}
 	if isMounted(dev) {
 		return // checking a mounted FAT would race its writer
 	}
-	out, err := exec.Command(FsckFat, "-a", "-w", dev).CombinedOutput()
+	out, err := exec.Command(fsckFat, "-a", "-w", dev).CombinedOutput()
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
@@ -132,13 +133,23 @@ func fsckReport(out []byte) string {
 // boot partition is written whole and renamed into place (NAME.new, then NAME), so a chain
 // no file owned was always the unfinished copy of a file that is still there, or rewritten.
 func dropSalvaged(dir string) {
-	salvaged, _ := filepath.Glob(filepath.Join(dir, "FSCK*.REC"))
-	salvagedLower, _ := filepath.Glob(filepath.Join(dir, "fsck*.rec"))
-	for _, path := range append(salvaged, salvagedLower...) {
+	entries, _ := os.ReadDir(dir)
+	for _, entry := range entries {
+		if !isSalvaged(entry.Name()) {
+			continue
+		}
+		path := filepath.Join(dir, entry.Name())
 		if st, err := os.Stat(path); err == nil && os.Remove(path) == nil {
-			logf("removed %s: %d bytes of a file cut short", filepath.Base(path), st.Size())
+			logf("removed %s: %d bytes of a file cut short", entry.Name(), st.Size())
 		}
 	}
+}
+
+// isSalvaged: fsck.fat names a salvaged chain FSCKnnnn.REC; vfat may show that short name
+// in either case.
+func isSalvaged(name string) bool {
+	upper := strings.ToUpper(name)
+	return strings.HasPrefix(upper, "FSCK") && strings.HasSuffix(upper, ".REC")
 }
 
 func isMounted(dev string) bool {

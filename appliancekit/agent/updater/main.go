@@ -1,6 +1,6 @@
 // ak-update: the update agent of an appliancekit appliance (docs/architecture.md, "Updates").
 // It runs as root under s6 (it writes partitions, arms the trial boot and reboots); it has
-// no shell and runs nothing but minisign, s6-svstat and s6-svc.
+// no shell and runs nothing but minisign, fsck.fat, s6-svstat and s6-svc.
 package main
 
 import (
@@ -20,6 +20,7 @@ func main() {
 	if err := loadJSON(SlotsJSON, &slots); err != nil {
 		fail(err)
 	}
+	slots.FsckFat = cfg.FsckFat
 	if err := os.MkdirAll(RunDir, 0o700); err != nil {
 		fail(err)
 	}
