@@ -25,7 +25,9 @@ def test_ratio_is_against_the_measured_baseline_and_targets_are_only_compared():
     assert data["ratio"] == 0.05
     assert data["baseline"] == {"name": "Debian install", "value": 160 * MIB}
     assert [t["met"] for t in data["targets"]] == [True, True]
-    too_big = Figure("sealed root", 48 * MIB, Unit.BYTES, "Debian install", 160 * MIB, (size, share))
+    too_big = Figure(
+        "sealed root", 48 * MIB, Unit.BYTES, "Debian install", 160 * MIB, (size, share)
+    )
     assert [t["met"] for t in too_big.to_json()["targets"]] == [False, False]
 
 
@@ -112,7 +114,10 @@ def test_board_edit_sets_drops_and_adds_fields_and_checks_the_result():
     changed = edit_toml(BOARD_TEXT, "kernel.strip_module_signatures", "false")
     assert tomllib.loads(changed)["kernel"]["strip_module_signatures"] is False
     changed = edit_toml(BOARD_TEXT, "kernel.modules", '["erofs"]')
-    assert tomllib.loads(changed)["kernel"] == {"modules": ["erofs"], "strip_module_signatures": True}
+    assert tomllib.loads(changed)["kernel"] == {
+        "modules": ["erofs"],
+        "strip_module_signatures": True,
+    }
     changed = edit_toml(BOARD_TEXT, "firmware.config.env.bootdelay", None)
     assert tomllib.loads(changed)["firmware"]["config"] == {"spl_offset": "8192"}
     changed = edit_toml(BOARD_TEXT, "qemu.smp", "2")
@@ -159,3 +164,42 @@ def test_update_bench_counts_changed_bytes_and_a_longer_tail(tmp_path: Path):
     b.write_bytes(b"x" * 100 + b"yy" + b"x" * 4898 + b"tail")
     assert changed_bytes(a, b) == 2 + 4
     assert changed_bytes(a, a) == 0
+
+
+def _release_entry(recipe: str, board: str, build: float, boot: float, **flags: bool) -> dict:
+    return {
+        "recipe": recipe,
+        "board": board,
+        "built": flags.get("built", True),
+        "boot_tested": flags.get("boot_tested", True),
+        "seconds": {"build": build, "boot_test": boot, "publish": 1.0},
+    }
+
+
+def test_release_matrix_figures_are_against_the_demo_entry_and_the_full_run():
+    from bench.release_matrix import figures, stage_totals
+
+    full = {
+        "wall_seconds": 300.0,
+        "releases": [
+            _release_entry("homepage", "qemu-virt-arm64", 20.0, 9.0),
+            _release_entry("matrix", "rpi4", 80.0, 119.0),
+        ],
+    }
+    whole, slowest, rerun = figures(full, {"wall_seconds": 6.0})
+    assert (whole.value, whole.baseline) == (300.0, 30.0)
+    assert "matrix on rpi4" in slowest.name and slowest.value == 200.0
+    assert slowest.baseline == 300.0 and slowest.targets[0].met(200.0, slowest.ratio)
+    assert rerun.ratio == 0.02
+    assert stage_totals(full) == {"build": 100.0, "boot_test": 128.0, "publish": 2.0}
+
+
+def test_release_matrix_refuses_a_run_that_reused_earlier_work():
+    from bench.release_matrix import figures
+
+    full = {
+        "wall_seconds": 30.0,
+        "releases": [_release_entry("homepage", "qemu-virt-arm64", 0.1, 0.0, built=False)],
+    }
+    with pytest.raises(SystemExit, match="reused"):
+        figures(full, {"wall_seconds": 1.0})
