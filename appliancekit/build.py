@@ -57,7 +57,7 @@ from appliancekit.monitoring import agent as monitoring_agent
 from appliancekit.output import Reporter
 from appliancekit.publish.image import write_image_bmap
 from appliancekit.recipe import Recipe, ResolvedSettings, SettingKind
-from appliancekit.rootfs import build_root
+from appliancekit.rootfs import CLOCK_FLOOR_FILE, build_root
 from appliancekit.seal import seal_tree
 from appliancekit.settings_kinds import as_text
 from appliancekit.sourcedate import source_date_epoch
@@ -494,6 +494,7 @@ def _build_into(
     # how this board's loader switches slots, for the update agent (boot/slotswitch.py)
     switch = boot_path(board).slot_switch(board)
     root_plan.tree.add_file(SLOTS_JSON, render_slots_json(switch, board))
+    root_plan.tree.add_file(CLOCK_FLOOR_FILE, f"{epoch}\n")
     requests = root_plan.requests + wheels.requests
     if agent_binary is not None:
         requests += (

@@ -43,6 +43,8 @@ SETTINGS_KINDS = "/etc/appliancekit/settings.kinds"
 # Directories the initramfs creates at every boot (state on /data, runtime dirs on /run):
 # "PATH UID GID MODE" lines.
 BOOT_DIRS_FILE = "/etc/appliancekit/boot-dirs"
+# the release's SOURCE_DATE_EPOCH: the initramfs never lets the clock start before it
+CLOCK_FLOOR_FILE = "/etc/appliancekit/clock-floor"
 MOUNT_POINTS = {
     "/proc": 0o555,
     "/sys": 0o555,

@@ -181,6 +181,20 @@ def test_rendered_init_is_valid_shell() -> None:
     assert "exec switch_root /newroot /usr/bin/s6-svscan /run/service" in script
 
 
+def test_the_clock_never_starts_before_the_release_was_built() -> None:
+    """A Pi 4 has no RTC: without the floor its services saw 1970 and rspamd skipped every
+    DKIM signature and ARC seal as from the future (mailserver on rpi4's boot test)."""
+    from appliancekit.boot.initramfs import APPLETS
+    from appliancekit.rootfs import CLOCK_FLOOR_FILE
+
+    board = find_board("rpi4", PROJECT.boards_dir)
+    script = render_init(board, "6.12.0-test", PARTITION_NUMBERS)
+    floor = script.index(f"read -r floor < /newroot{CLOCK_FLOOR_FILE}")
+    assert script.index("mount -t erofs -o ro /dev/dm-0 /newroot") < floor
+    assert floor < script.index('date -s "@$floor"') < script.index("exec switch_root")
+    assert "date" in APPLETS
+
+
 def test_module_signature_stripping() -> None:
     from appliancekit.boot.kmod import SIGNATURE_MAGIC, strip_module_signature
 

@@ -26,6 +26,7 @@ from appliancekit.errors import ToolError
 from appliancekit.minimise import ClosureRequest, closure
 from appliancekit.rootfs import (
     BOOT_DIRS_FILE,
+    CLOCK_FLOOR_FILE,
     DATA_MOUNT,
     PER_DEVICE_FILES,
     PER_DEVICE_SOURCE,
@@ -57,6 +58,7 @@ APPLETS = (
     "mkdir",
     "cat",
     "sleep",
+    "date",
     "grep",
     "sed",
     "dd",
@@ -118,6 +120,7 @@ def render_init(board: Board, kernel_version: str, partition_numbers: dict[str, 
         partitions=partition_numbers,
         data_mount=DATA_MOUNT,
         boot_dirs=BOOT_DIRS_FILE,
+        clock_floor=CLOCK_FLOOR_FILE,
         per_device_files=PER_DEVICE_FILES,
         per_device_source=PER_DEVICE_SOURCE,
         per_device_target=PER_DEVICE_TARGET,
