@@ -39,9 +39,10 @@ RUNNER_LIMIT = 90 * 60.0  # ci/release.yml's debian-images timeout-minutes
 SOURCE = "issue 14 §3; ci/release.yml timeout-minutes"
 
 
-def release(work: Path) -> dict:
-    """`appliancekit release --json` over the whole matrix into work/ (created if missing);
-    a second call on the same work/ is the resuming rerun."""
+def release(work: Path, record: str) -> dict:
+    """`appliancekit release --json` over the whole matrix into work/ (created if missing),
+    its output kept as work/RECORD.json for --from; a second call on the same work/ is the
+    resuming rerun."""
     key = work / "key" / "appliancekit.key"
     deploy = work / "deploy"
     if not key.exists():
@@ -57,6 +58,7 @@ def release(work: Path) -> dict:
     done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=REPO)
     if done.returncode != 0:
         raise SystemExit(f"bench: appliancekit release failed: {done.stderr.strip()}")
+    (work / f"{record}.json").write_text(done.stdout)
     return json.loads(done.stdout)
 
 
@@ -119,7 +121,7 @@ def main() -> None:
     else:
         with tempfile.TemporaryDirectory(prefix="ak-bench-release-") as tmp:
             work = args.work or Path(tmp)
-            full, rerun = release(work), release(work)
+            full, rerun = release(work, "full"), release(work, "rerun")
     measured = figures(full, rerun)
     if args.json:
         json.dump(
