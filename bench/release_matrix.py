@@ -32,7 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from appliancekit.release.signing import SECRET_KEY, keygen  # noqa: E402
 from bench.figures import Figure, Target, Unit, table  # noqa: E402
+from tests.update_helpers import make_deploy_repo  # noqa: E402
 
 DEMO = ("homepage", "qemu-virt-arm64")
 RUNNER_LIMIT = 90 * 60.0  # ci/release.yml's debian-images timeout-minutes
@@ -43,15 +45,11 @@ def release(work: Path, record: str) -> dict:
     """`appliancekit release --json` over the whole matrix into work/ (created if missing),
     its output kept as work/RECORD.json for --from; a second call on the same work/ is the
     resuming rerun."""
-    key = work / "key" / "appliancekit.key"
+    key = work / "key" / SECRET_KEY
     deploy = work / "deploy"
-    if not key.exists():
-        subprocess.run(
-            [sys.executable, "-m", "appliancekit", "keygen", "--out", str(key.parent)],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(["git", "init", "-q", str(deploy)], check=True)
+    if not key.exists():  # set-up, not timed: the first call only
+        keygen(key.parent)
+        make_deploy_repo(deploy)
     env = {**os.environ, "APPLIANCEKIT_IMAGES": str(work / "images")}
     argv = [sys.executable, "-m", "appliancekit", "release", "--out", str(work / "releases")]
     argv += ["--repo", str(deploy), "--sign", str(key), "--json"]
