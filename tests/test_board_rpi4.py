@@ -13,7 +13,9 @@ settings.env. The tryboot test is in test_slot_boot.py.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -172,6 +174,12 @@ def test_boots_on_raspi4b_and_serves(appliances: ApplianceCache) -> None:
     assert "appliancekit: eth0: " in serial  # DHCP over QEMU's USB network device
     # the boot test's firmware stand-in says what it changed for the emulator
     assert any("raspi4b gaps bridged" in n and "mmc-pwrseq" in n for n in report.notes)
+    # a Pi 4 has no RTC: the initramfs moved the clock from 1970 to the release's build time
+    epoch = appliances.build("homepage", "rpi4").manifest.source_date_epoch
+    found = re.search(r"the clock was behind this release: set to its build time, (\S+)", serial)
+    assert found, "the clock was left in 1970"
+    set_to = datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert 0 <= set_to.timestamp() - epoch < 60, (found.group(1), epoch)
 
 
 @pytest.mark.slow
