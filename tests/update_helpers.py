@@ -495,9 +495,15 @@ class UpdateMachine:
         return len(self.serial())
 
     def agent_result(self, pattern: str, since: int, timeout: float) -> str:
-        """The agent's console status line (after `since`) whose last result matches."""
-        found = self.wait_for(rf"ak-update: status: [^\n]*?: ({pattern})[^\n]*", since, timeout)
-        return found.group(0)
+        """The agent's console status line (after `since`) whose last result matches.
+
+        Only a whole line counts: the serial log is read while the guest writes it, and a
+        line matched before its newline arrived would be cut short.
+        """
+        found = self.wait_for(
+            rf"ak-update: status: [^\n]*?: ({pattern})[^\r\n]*\r?\n", since, timeout
+        )
+        return found.group(0).rstrip()
 
     def wait_for(self, pattern: str, since: int, timeout: float) -> re.Match[str]:
         """Wait for a regex on the serial console after offset `since`."""
