@@ -68,6 +68,12 @@ class PanelServer:
         return self.log_path.read_text()
 
 
+def is_navigation_race(error: Exception) -> bool:
+    """chromedriver's answer to a command that a page load overtook."""
+    message = str(error)
+    return "aborted by navigation" in message or "Not attached to an active page" in message
+
+
 class Browser:
     """One headless chromium for a test module, with numbered screenshots."""
 
@@ -101,10 +107,28 @@ class Browser:
         self.pages: list[str] = []  # every page source seen, for the secret checks
 
     def screenshot(self, name: str) -> Path:
+        """The page as it is, once it has loaded. A click on a form's button starts a
+        navigation that chromedriver may not have seen yet: a screenshot then fails with
+        "aborted by navigation", so it is taken again once the new page has loaded."""
+        from selenium.common.exceptions import WebDriverException
+
         self.count += 1
         path = self.shots / f"{self.count:02d}-{name}.png"
-        self.driver.save_screenshot(str(path))
-        self.pages.append(self.driver.page_source)
+        for attempt in range(1, 6):
+            try:
+                self.wait(
+                    lambda d: d.execute_script("return document.readyState") == "complete",  # type: ignore[attr-defined]
+                    60,
+                    f"page for {name} never finished loading",
+                )
+                self.driver.save_screenshot(str(path))
+                page = self.driver.page_source
+                break
+            except WebDriverException as error:
+                if attempt == 5 or not is_navigation_race(error):
+                    raise
+                time.sleep(0.5)
+        self.pages.append(page)
         return path
 
     def get(self, url: str, name: str) -> None:
@@ -122,7 +146,21 @@ class Browser:
         element.send_keys(value)  # type: ignore[attr-defined]
 
     def click(self, element_id: str) -> None:
+        """Click a link or a form's button, and wait for the page it leads to. Every click
+        in the panel navigates (its forms post and redirect); without the wait, the next
+        command can run on the page that is going away: chromedriver then finds nothing
+        (a login, then "cloud-example" not found) or aborts a screenshot."""
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+
+        leaving = self.driver.find_element(By.TAG_NAME, "html")
         self.by_id(element_id).click()  # type: ignore[attr-defined]
+        self.wait(expected_conditions.staleness_of(leaving), 60, f"{element_id} led nowhere")
+        self.wait(
+            lambda d: d.execute_script("return document.readyState") == "complete",  # type: ignore[attr-defined]
+            60,
+            f"the page after {element_id} never finished loading",
+        )
 
     def wait(self, condition: Callable[[object], object], timeout: float, what: str) -> object:
         from selenium.webdriver.support.ui import WebDriverWait
