@@ -45,6 +45,10 @@ SETTINGS_KINDS = "/etc/appliancekit/settings.kinds"
 BOOT_DIRS_FILE = "/etc/appliancekit/boot-dirs"
 # the release's SOURCE_DATE_EPOCH: the initramfs never lets the clock start before it
 CLOCK_FLOOR_FILE = "/etc/appliancekit/clock-floor"
+# on /data: the update agent keeps the time in this file's modification time, and the
+# initramfs never lets the clock start before it either (a Pi resumes after a power cut
+# where it was, not at the build time)
+SAVED_CLOCK = ".appliancekit/clock"
 MOUNT_POINTS = {
     "/proc": 0o555,
     "/sys": 0o555,

@@ -195,6 +195,23 @@ def test_the_clock_never_starts_before_the_release_was_built() -> None:
     assert "date" in APPLETS
 
 
+def test_the_clock_never_starts_before_the_time_saved_on_data() -> None:
+    """The agent keeps the time on /data (agent.json's saved_clock); the initramfs reads the
+    same file, while /data is still its own mount, and takes the later of it and the floor."""
+    from appliancekit.agent.install import agent_config
+    from appliancekit.recipe import load_recipe
+    from appliancekit.rootfs import DATA_MOUNT, SAVED_CLOCK
+
+    board = find_board("rpi4", PROJECT.boards_dir)
+    script = render_init(board, "6.12.0-test", PARTITION_NUMBERS)
+    saved = script.index(f'saved=$(date -r "$DATA/{SAVED_CLOCK}" +%s')
+    assert script.index("mount -t ext4") < saved < script.index("mount --move $DATA")
+    assert saved < script.index('date -s "@$saved"') < script.index('date -s "@$floor"')
+    assert '[ "$saved" -gt "${floor:-0}" ]' in script
+    recipe = load_recipe(PROJECT.recipes_dir / "homepage" / "recipe.toml")
+    assert agent_config(recipe, board, None, 1)["saved_clock"] == f"{DATA_MOUNT}/{SAVED_CLOCK}"
+
+
 def test_module_signature_stripping() -> None:
     from appliancekit.boot.kmod import SIGNATURE_MAGIC, strip_module_signature
 

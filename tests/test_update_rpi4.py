@@ -15,11 +15,14 @@ while a boot file is written into slot a's boot partition (its NAME.new is seen 
 each time the firmware boots v2's partition (a power cut clears the tryboot flag, so the
 stand-in starts without it); v3, whose nginx does not start, gets its one tryboot trial, and
 the next reset, without the flag, boots v2's partition again with no help from outside.
+raspi4b has no RTC, so every one of those boots starts in 1970: the clock must never go back
+from one boot to the next (the build time first, then the time the agent saved on /data).
 """
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -47,6 +50,24 @@ BOOT = 900.0  # generous: TCG on a shared, loaded machine
 def slot_boot_partition(m: UpdateMachine, slot: str) -> Fat:
     """The slot's own boot partition (ak-boot-a or ak-boot-b), where the agent writes its files."""
     return Fat(m.disk, m.manifest.partition(tryboot.slot_partition_name(slot)).offset)
+
+
+CLOCK_LINE = re.compile(
+    r"appliancekit: the clock was behind (this release: set to its build time|the time saved"
+    r" on /data: set to it), (\S+)"
+)
+
+
+def assert_clock_never_went_back(serial: str) -> None:
+    """raspi4b has no RTC: every boot starts in 1970. The first boot's clock starts at the
+    build time; after the agent has run, every power cut resumes at the time it saved on
+    /data, so across all the boots the clock never goes back."""
+    lines = CLOCK_LINE.findall(serial)
+    assert len(lines) == len(re.findall(r"boot number \d+", serial)), lines
+    assert lines[0][0].startswith("this release"), lines[0]
+    assert sum(source.startswith("the time saved") for source, _ in lines) >= 3, lines
+    times = [datetime.strptime(at, "%Y-%m-%dT%H:%M:%SZ") for _, at in lines]
+    assert times == sorted(times), lines
 
 
 @pytest.mark.timeout(3600)
@@ -120,6 +141,7 @@ def test_updates_itself_through_tryboot_and_falls_back_without_the_flag(tmp_path
             assert len(re.findall(r"slot [ab]: tryboot trial \(autoboot\.txt \[all\]", serial)) == 2
             assert serial.count("watchdog for the trial not armed: ak.trial_watchdog=off") == 2
             assert "out of range" not in serial
+            assert_clock_never_went_back(serial)
         finally:
             m.kill()
             (tmp_path / "serial-all.log").write_text(m.serial())

@@ -24,6 +24,7 @@ from appliancekit.rootfs import (
     PER_DEVICE_SOURCE,
     PER_DEVICE_TARGET,
     ROOT_USER,
+    SAVED_CLOCK,
 )
 from appliancekit.tree import RootTree
 
@@ -104,6 +105,7 @@ def agent_config(
         "trial_timeout_seconds": trial_timeout(recipe),
         "data_dir": DATA_MOUNT,
         "state_dir": STATE_DIR,
+        "saved_clock": f"{DATA_MOUNT}/{SAVED_CLOCK}",
         "settings_file": UPDATE_ENV,
         "ports": sorted(recipe.ports),
         "minisign": MINISIGN,

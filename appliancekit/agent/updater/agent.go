@@ -27,6 +27,7 @@ type Agent struct {
 	sw       SlotSwitch
 	boot     BootInfo
 	settings Settings
+	clock    *ClockSaver
 	mu       sync.Mutex
 	status   Status
 	shown    string
@@ -229,6 +230,7 @@ func (a *Agent) trial() {
 	a.recordFailed(SlotContent{Version: a.cfg.Version, RootHash: a.boot.RootHash}, "trial did not become healthy: "+why)
 	a.setResult(fmt.Sprintf("trial of release %d failed (%s): rebooting into slot %s", a.cfg.Version, why, OtherSlot(a.boot.Slot)))
 	wd.Abandon()
+	a.clock.Record(time.Now())
 	reboot()
 }
 
@@ -441,6 +443,7 @@ func (a *Agent) switchTo(rel Release, target string) (string, error) {
 		return "", fmt.Errorf("cannot arm the trial: %v", err)
 	}
 	a.setResult(fmt.Sprintf("rebooting into slot %s for one trial boot of release %d", target, rel.Version))
+	a.clock.Record(time.Now())
 	rebootForTrial(a.sw)
 	return "", nil
 }

@@ -43,6 +43,7 @@ type AgentConfig struct {
 	TrialTimeout    int      `json:"trial_timeout_seconds"`
 	DataDir         string   `json:"data_dir"`
 	StateDir        string   `json:"state_dir"`
+	SavedClock      string   `json:"saved_clock"`
 	SettingsFile    string   `json:"settings_file"`
 	DeclaredPorts   []int    `json:"ports"`
 	Minisign        string   `json:"minisign"`

@@ -32,6 +32,9 @@ func main() {
 	bootData, _ := os.ReadFile(BootSlotFile)
 	a := &Agent{cfg: cfg, slots: slots, boot: ParseBootInfo(bootData), settings: settings}
 	a.sw = NewSlotSwitch(slots, cfg.DataDir)
+	// first thing, before a trial that may end in a reboot: this boot's time is saved
+	a.clock = &ClockSaver{Path: cfg.SavedClock, Every: ClockSaveEvery}
+	a.clock.Save(time.Now())
 	if lb, ok := a.sw.(LoaderBoot); ok {
 		// the loader chose: its own files say whether this boot is a trial or a fallback
 		a.boot.Trial, a.boot.FellBack = lb.Booted(a.boot.Slot)
@@ -45,6 +48,7 @@ func main() {
 		go a.ServeStatus(settings.StatusPort)
 	}
 	for {
+		a.clock.Save(time.Now())
 		a.Check()
 		time.Sleep(time.Duration(settings.Interval) * time.Second)
 	}
