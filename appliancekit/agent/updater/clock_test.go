@@ -56,7 +56,7 @@ func TestClockSaverRecordsBeforeARebootWhateverTheInterval(t *testing.T) {
 	none.Record(start)
 }
 
-func TestClockSaverReportsAFailureOnce(t *testing.T) {
+func TestClockSaverDoesNotCountAFailedSave(t *testing.T) {
 	dir := t.TempDir()
 	blocker := filepath.Join(dir, "file")
 	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
