@@ -116,11 +116,7 @@ class Browser:
         path = self.shots / f"{self.count:02d}-{name}.png"
         for attempt in range(1, 6):
             try:
-                self.wait(
-                    lambda d: d.execute_script("return document.readyState") == "complete",  # type: ignore[attr-defined]
-                    60,
-                    f"page for {name} never finished loading",
-                )
+                self.wait_loaded(f"page for {name}")
                 self.driver.save_screenshot(str(path))
                 page = self.driver.page_source
                 break
@@ -156,10 +152,14 @@ class Browser:
         leaving = self.driver.find_element(By.TAG_NAME, "html")
         self.by_id(element_id).click()  # type: ignore[attr-defined]
         self.wait(expected_conditions.staleness_of(leaving), 60, f"{element_id} led nowhere")
+        self.wait_loaded(f"the page after {element_id}")
+
+    def wait_loaded(self, what: str) -> None:
+        """Wait until the current page has finished loading."""
         self.wait(
             lambda d: d.execute_script("return document.readyState") == "complete",  # type: ignore[attr-defined]
             60,
-            f"the page after {element_id} never finished loading",
+            f"{what} never finished loading",
         )
 
     def wait(self, condition: Callable[[object], object], timeout: float, what: str) -> object:
